@@ -75,5 +75,164 @@ def check_data_cmd(
     typer.echo(f"MIC splits: {splits}; aggregator targets: {sum(bool(t) for t in mic_ds['target'])}")
 
 
+ArtifactsOpt = Annotated[
+    Path, typer.Option(help="run directory holding the stage artifacts (created by the first stage)")
+]
+ProfileOpt = Annotated[str, typer.Option(help="run profile: smoke | cpu | paper | path/to/recipe.yaml")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override a recipe value, e.g. --set agent.max_steps=10")
+]
+MicOpt = Annotated[Path | None, typer.Option(help="MIC-schema CSV for training (default: bundled sample)")]
+ScOpt = Annotated[Path | None, typer.Option(help="SocialChem-schema TSV (default: bundled sample)")]
+
+
+def _overrides(sets: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for item in sets or []:
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(val)
+    return out
+
+
+def _open_run(artifacts: Path, profile: str, sets, mic, socialchem):
+    """Open (or create) a run directory; an existing run keeps its recorded profile and data."""
+    import json
+
+    from cmva.config import Profile, load_profile
+    from cmva.data import SAMPLE_MIC, SAMPLE_SOCIALCHEM
+    from cmva.pipeline import RUN_FILE, Run
+
+    run_file = artifacts / RUN_FILE
+    if run_file.is_file() and not sets and mic is None and socialchem is None:
+        info = json.loads(run_file.read_text())
+        return Run(artifacts, Profile.model_validate(info["profile"]), info["mic"], info["socialchem"])
+    prof = load_profile(profile, _overrides(sets))
+    return Run(artifacts, prof, mic or SAMPLE_MIC, socialchem or SAMPLE_SOCIALCHEM)
+
+
+def _fail(e: Exception) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(2) from None
+
+
+@app.command("train-rewards")
+def train_rewards_cmd(
+    artifacts: ArtifactsOpt,
+    profile: ProfileOpt = "cpu",
+    set_: SetOpt = None,
+    mic: MicOpt = None,
+    socialchem: ScOpt = None,
+) -> None:
+    """Train one reward classifier per value (all-MiniLM-L6-v2 + logistic heads); writes held-out metrics."""
+    from cmva import stages
+
+    run = _open_run(artifacts, profile, set_, mic, socialchem)
+    path = run.stage("rewards", lambda d: stages.rewards_stage(d, run.socialchem, run.mic, run.values, run.profile))
+    typer.echo((path / "metrics.json").read_text())
+
+
+@app.command("train-agent")
+def train_agent_cmd(
+    value: Annotated[str, typer.Option(help="the moral value of this agent")],
+    artifacts: ArtifactsOpt,
+    profile: ProfileOpt = "cpu",
+    set_: SetOpt = None,
+    mic: MicOpt = None,
+    socialchem: ScOpt = None,
+) -> None:
+    """RL-fine-tune one moral agent (TRL RLOO + LoRA, KL penalty to the PT model)."""
+    from cmva import stages
+
+    run = _open_run(artifacts, profile, set_, mic, socialchem)
+    if value not in [v.name for v in run.values]:
+        _fail(ValueError(f"value {value!r} is not in this run's values {[v.name for v in run.values]}"))
+    base = run.stage("base", lambda d: stages.import_base_stage(d, run.profile))
+    rewards = run.store.get("rewards")
+    path = run.stage(
+        f"agents/{value}", lambda d: stages.agent_stage(d, value, base, rewards, run.mic, run.values, run.profile)
+    )
+    typer.echo(f"agent adapter: {path}")
+
+
+@app.command("build-aggregator-data")
+def build_aggregator_data_cmd(artifacts: ArtifactsOpt, profile: ProfileOpt = "cpu", set_: SetOpt = None) -> None:
+    """Generate the agents' answers for every MIC training row (the aggregator's inputs)."""
+    from cmva import stages
+
+    run = _open_run(artifacts, profile, set_, None, None)
+    agents = {v.name: run.store.get(f"agents/{v.name}") for v in run.values}
+    path = run.stage(
+        "aggregator-data",
+        lambda d: stages.aggregator_data_stage(d, run.store.get("base"), agents, run.mic, run.values, run.profile),
+    )
+    typer.echo(f"aggregator data: {path}")
+
+
+@app.command("train-aggregator")
+def train_aggregator_cmd(artifacts: ArtifactsOpt, profile: ProfileOpt = "cpu", set_: SetOpt = None) -> None:
+    """LoRA SFT of the contextual aggregator (TRL SFTTrainer, loss on the answer tokens)."""
+    from cmva import stages
+
+    run = _open_run(artifacts, profile, set_, None, None)
+    path = run.stage(
+        "aggregator",
+        lambda d: stages.aggregator_stage(d, run.store.get("base"), run.store.get("aggregator-data"), run.profile),
+    )
+    typer.echo(f"aggregator adapter: {path}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    artifacts: ArtifactsOpt,
+    out: Annotated[Path, typer.Option(help="directory for generations.jsonl, report.json, report.md and plots")],
+    data: Annotated[Path | None, typer.Option(help="any MIC-schema CSV (default: the run's test split)")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Evaluate CMVA-GS against the baselines: ROUGE, agent conformity, profile sensitivity."""
+    from cmva import stages
+    from cmva.data import DataError
+
+    run = _open_run(artifacts, "cpu", None, None, None)
+    if set_:
+        run.profile = run.profile.model_copy(
+            update={
+                "evaluate": run.profile.evaluate.model_copy(
+                    update={k.removeprefix("evaluate."): v for k, v in _overrides(set_).items()}
+                )
+            }
+        )
+    try:
+        stages.evaluate_stage(out, run.root, run.mic, run.values, run.profile, data)
+    except DataError as e:
+        _fail(e)
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command("run")
+def run_cmd(
+    out: Annotated[Path, typer.Option(help="run directory (finished stages in it are reused)")],
+    profile: ProfileOpt = "cpu",
+    set_: SetOpt = None,
+    mic: MicOpt = None,
+    socialchem: ScOpt = None,
+) -> None:
+    """Run the whole pipeline (base → rewards → agents → aggregator data → aggregator → evaluation)."""
+    from cmva.config import load_profile
+    from cmva.pipeline import run_pipeline
+
+    try:
+        prof = load_profile(profile, _overrides(set_))
+        result = run_pipeline(prof, out, mic, socialchem)
+    except ValueError as e:
+        _fail(e)
+    typer.echo(Path(result["report_md"]).read_text())
+    typer.echo(f"total wall time: {result['total_s']} s")
+    typer.echo(f"report: {result['report_md']}")
+
+
 if __name__ == "__main__":
     app()

@@ -49,3 +49,111 @@ class StorageSettings(BaseSettings):
             return self.endpoint.removeprefix("http://").removeprefix("https://"), self.use_https
         # AWS itself when nothing is set, as KServe does.
         return "s3.amazonaws.com", True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run profiles (DESIGN.md §5). Each profile is one YAML recipe in cmva/recipes/, one section per stage.
+# ---------------------------------------------------------------------------------------------------
+from pydantic import BaseModel, ConfigDict  # noqa: E402
+
+
+class _Stage(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a recipe is an error, not a silent default
+
+
+class BaseCfg(_Stage):
+    source: str = "smollm2"  # "tiny" | "smollm2" | a .gguf path | a HF directory | an s3:// URI
+    dtype: str = "float32"
+
+
+class RewardsCfg(_Stage):
+    use_mic_replies: bool = True  # also train on MIC replies (whole answers, like what is scored)
+    l2: float = 1e-4
+
+
+class LoraCfg(_Stage):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"]
+
+
+class AgentCfg(_Stage):
+    """RL fine-tuning of one moral agent (TRL RLOO, KL penalty beta to the PT model)."""
+
+    max_steps: int = 40
+    learning_rate: float = 3e-4
+    beta: float = 0.05  # KL coefficient: reward - beta * KL(policy || PT model)
+    per_device_train_batch_size: int = 8
+    num_generations: int = 4  # completions per prompt (RLOO baseline = mean of the others)
+    max_completion_length: int = 48
+    temperature: float = 0.9
+    max_prompts: int | None = None  # cap on training questions (None: all MIC training questions)
+    lora: LoraCfg = LoraCfg()
+    extra: dict = {}  # any other trl.RLOOConfig field, passed through
+
+
+class AggregatorCfg(_Stage):
+    """Aggregator data (agent answers) + LoRA SFT (TRL SFTTrainer, loss on the answer tokens only)."""
+
+    agent_max_new_tokens: int = 48
+    max_rows: int | None = None
+    skip_zero_weight: bool = True  # agents with c_i = 0 are not run (DESIGN.md §4)
+    num_train_epochs: float = 2.0
+    max_steps: int = -1
+    learning_rate: float = 3e-4
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 768
+    lora: LoraCfg = LoraCfg()
+    extra: dict = {}
+
+
+class EvalCfg(_Stage):
+    max_new_tokens: int = 64
+    max_rows: int | None = None
+    batch_size: int = 16
+    sensitivity_questions: int = 10
+    sensitivity_profiles: int = 4
+    fewshot_examples: int = 5
+    seed: int = 0
+
+
+class Profile(_Stage):
+    name: str
+    values: list[str] = ["care", "fairness", "loyalty", "authority", "sanctity"]
+    seed: int = 0
+    base: BaseCfg = BaseCfg()
+    rewards: RewardsCfg = RewardsCfg()
+    agent: AgentCfg = AgentCfg()
+    aggregator: AggregatorCfg = AggregatorCfg()
+    evaluate: EvalCfg = EvalCfg()
+
+
+PROFILES = ("smoke", "cpu", "paper")
+
+
+def load_profile(name_or_path: str, overrides: dict | None = None) -> Profile:
+    """Load a profile by name (shipped recipe) or from a YAML path, with dotted-key overrides.
+
+    Example:
+        >>> load_profile("smoke", {"agent.max_steps": 2}).agent.max_steps
+        2
+    """
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = Path(__file__).parent / "recipes" / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ValueError(f"unknown profile {name_or_path!r}; shipped profiles: {', '.join(PROFILES)}")
+    data = yaml.safe_load(path.read_text()) or {}
+    for key, val in (overrides or {}).items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = val
+    return Profile.model_validate(data)

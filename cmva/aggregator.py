@@ -1,0 +1,184 @@
+"""The contextual aggregator (CMVA-GS): data building, LoRA SFT, and profile-conditioned answers.
+
+Input: the user's question, the moral profile c, and the answers of the agents with c_i > 0 (agents
+with weight 0 are skipped, in training exactly as in serving). Target: MIC's ground-truth answer.
+Training: TRL SFTTrainer on prompt-completion data, so the loss is on the answer tokens only.
+
+Example:
+    $ cmva build-aggregator-data --artifacts runs/cpu --out runs/cpu/aggregator-data
+    $ cmva train-aggregator --artifacts runs/cpu --out runs/cpu/aggregator
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from cmva.config import AggregatorCfg
+from cmva.prompts import active_values, agent_messages, aggregator_messages
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "aggregator_data.jsonl"
+
+
+def agent_answers(
+    engine,
+    questions: Sequence[str],
+    wanted: Sequence[Sequence[str]],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    progress: str | None = None,
+) -> list[dict[str, str]]:
+    """Run the wanted agents on each question in one mixed-adapter pass: [{value: answer}] per question."""
+    jobs = [(qi, v) for qi, vs in enumerate(wanted) for v in vs]
+    texts = engine.generate(
+        [agent_messages(questions[qi]) for qi, _ in jobs],
+        [v for _, v in jobs],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    out: list[dict[str, str]] = [{} for _ in questions]
+    for (qi, v), t in zip(jobs, texts, strict=True):
+        out[qi][v] = t
+    return out
+
+
+def profile_dict(values: Sequence[str], profile: Sequence[float]) -> dict[str, float]:
+    return dict(zip(values, (float(w) for w in profile), strict=True))
+
+
+def build_aggregator_data(
+    engine, mic_rows: Sequence[Mapping], values: Sequence[str], out_dir: str | Path, cfg: AggregatorCfg
+) -> Path:
+    """Generate the agents' answers for each MIC training row with a target; write prompt/completion pairs."""
+    rows = [r for r in mic_rows if r["target"]]
+    if cfg.max_rows:
+        rows = rows[: cfg.max_rows]
+    if not rows:
+        raise ValueError("no MIC training rows with a target answer")
+    profiles = [profile_dict(values, r["profile"]) for r in rows]
+    wanted = [active_values(p, cfg.skip_zero_weight) for p in profiles]
+    answers = agent_answers(
+        engine, [r["question"] for r in rows], wanted, cfg.agent_max_new_tokens, progress="agent answers"
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / DATA_FILE, "w") as f:
+        for r, p, a in zip(rows, profiles, answers, strict=True):
+            rec = {
+                "id": r["id"],
+                "question": r["question"],
+                "profile": p,
+                "answers": a,
+                "prompt": aggregator_messages(r["question"], p, a),
+                "completion": [{"role": "assistant", "content": r["target"]}],
+            }
+            f.write(json.dumps(rec) + "\n")
+    log.info("aggregator data: %d rows, %d agent answers", len(rows), sum(len(w) for w in wanted))
+    return out / DATA_FILE
+
+
+def train_aggregator(
+    base_path: str | Path, data_file: str | Path, out_dir: str | Path, cfg: AggregatorCfg, seed: int = 0
+) -> dict:
+    """LoRA SFT of the aggregator on (question, profile, agent answers) → target."""
+    import shutil
+    import time
+
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from cmva.agents import device_kwargs, lora_config
+    from cmva.models import load_causal_lm, load_tokenizer
+
+    records = [json.loads(line) for line in open(data_file)]
+    ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records])
+    out = Path(out_dir)
+    tok = load_tokenizer(base_path, padding_side="right")
+    args = SFTConfig(
+        output_dir=str(out / "trainer"),
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_length=cfg.max_length,
+        completion_only_loss=True,  # cross-entropy on the target answer only
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        **device_kwargs(cfg.extra),
+        **cfg.extra,
+    )
+    trainer = SFTTrainer(
+        model=load_causal_lm(base_path),
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        peft_config=lora_config(cfg.lora),
+    )
+    t0 = time.time()
+    trainer.train()
+    wall = time.time() - t0
+    trainer.model.save_pretrained(out)
+    history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+    (out / "training_log.json").write_text(json.dumps(history, indent=2))
+    summary = {
+        "rows": len(records),
+        "steps": len(history),
+        "loss_first": history[0]["loss"] if history else None,
+        "loss_last": history[-1]["loss"] if history else None,
+        "wall_s": round(wall, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _plot_loss(history, out / "loss.png")
+    (out / "README.md").write_text(
+        "---\nlibrary_name: peft\ntags: [cmva, aggregator, sft, lora]\n---\n# cmva contextual aggregator\n\n"
+        "LoRA adapter trained with TRL SFTTrainer (loss on the answer tokens only) to answer a question from the "
+        "moral agents' answers following the user's moral profile (CMVA-GS).\n\n"
+        f"rows {summary['rows']}, steps {summary['steps']}, loss {summary['loss_first']} → {summary['loss_last']}, "
+        f"LoRA r={cfg.lora.r}, lr={cfg.learning_rate}, wall {summary['wall_s']} s. Curve: `loss.png`.\n"
+    )
+    shutil.rmtree(out / "trainer", ignore_errors=True)
+    return summary
+
+
+def _plot_loss(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o", ms=3)
+    ax.set_xlabel("step"), ax.set_ylabel("cross-entropy (answer tokens)"), ax.grid(alpha=0.3)
+    ax.set_title("aggregator SFT loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def cmva_answers(
+    engine,
+    questions: Sequence[str],
+    profiles: Sequence[Mapping[str, float]],
+    agent_outputs: Sequence[Mapping[str, str]],
+    max_new_tokens: int,
+    adapter: str = "aggregator",
+    batch_size: int = 16,
+    skip_zero_weight: bool = True,
+    progress: str | None = None,
+) -> list[str]:
+    """CMVA-GS answers: the aggregator adapter on (question, profile, answers of the agents with c_i > 0)."""
+    prompts = [
+        aggregator_messages(q, p, {v: a[v] for v in active_values(p, skip_zero_weight) if v in a})
+        for q, p, a in zip(questions, profiles, agent_outputs, strict=True)
+    ]
+    return engine.generate(
+        prompts, [adapter] * len(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+    )

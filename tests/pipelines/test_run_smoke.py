@@ -1,0 +1,142 @@
+"""`cmva run --profile smoke`: every stage for real on tiny sizes; resumable; evaluation from real generations."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import pytest
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from cmva.cli import app
+from cmva.config import load_profile
+from cmva.data import SAMPLE_MIC
+from cmva.evaluate import rouge_table
+from cmva.pipeline import run_pipeline
+from cmva.storage import LocalStore, sha256_file
+
+VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    t0 = time.time()
+    result = run_pipeline(load_profile("smoke"), out)
+    return out, result, time.time() - t0
+
+
+def test_every_stage_published_with_manifest(smoke_run):
+    out, result, _ = smoke_run
+    store = LocalStore(out)
+    for name in ["base", "rewards", *(f"agents/{v}" for v in VALUES), "aggregator-data", "aggregator", "eval"]:
+        assert store.exists(name), name
+        store.get(name)  # verifies every sha256
+    assert set(result["timings"]) >= {"base", "rewards", "aggregator", "eval"}
+    assert not list(out.glob(".work-*")) and not list(out.glob(".tmp-*"))  # no half-written leftovers
+
+
+def test_lora_weights_changed_and_base_untouched(smoke_run):
+    out, _, _ = smoke_run
+    base_manifest = json.loads((out / "base" / "_manifest.json").read_text())
+    for rel, meta in base_manifest["files"].items():
+        assert sha256_file(out / "base" / rel) == meta["sha256"]  # training never wrote into the base
+    for adapter in [*(f"agents/{v}" for v in VALUES), "aggregator"]:
+        tensors = load_file(out / adapter / "adapter_model.safetensors")
+        assert tensors and all("lora_" in k for k in tensors), adapter  # only LoRA weights are saved
+        lora_b = [t for k, t in tensors.items() if "lora_B" in k]
+        # peft initialises lora_B to zero: any non-zero value was learned.
+        assert any(t.abs().max() > 0 for t in lora_b), f"{adapter}: LoRA weights did not change"
+    log = json.loads((out / "agents" / "care" / "training_log.json").read_text())
+    assert log and all(h["reward"] is not None and h["kl"] is not None for h in log)
+    assert (out / "agents" / "care" / "reward_kl.png").stat().st_size > 1000
+    assert (out / "agents" / "care" / "README.md").read_text().startswith("---\nlibrary_name: peft")
+
+
+def test_aggregator_data_skips_zero_weight_agents(smoke_run):
+    out, _, _ = smoke_run
+    rows = [json.loads(line) for line in open(out / "aggregator-data" / "aggregator_data.jsonl")]
+    assert rows
+    for r in rows:
+        assert set(r["answers"]) == {v for v, w in r["profile"].items() if w > 0}
+        prompt = r["prompt"][0]["content"]
+        if len(r["answers"]) < len(VALUES):
+            assert "(skipped:" in prompt
+        assert r["completion"][0]["content"]
+
+
+def test_evaluation_numbers_come_from_generations(smoke_run):
+    out, result, _ = smoke_run
+    report = json.loads((out / "eval" / "report.json").read_text())
+    gens = [json.loads(line) for line in open(out / "eval" / "generations.jsonl")]
+    systems = {g["system"] for g in gens}
+    assert {"cmva-gs", "pt", "few-shot", "prompt-aggregation", "weighted-merge"} <= systems
+    assert {f"agent:{v}" for v in VALUES} <= systems
+    targets = {r["rot_id"]: r for r in csv.DictReader(open(SAMPLE_MIC))}
+
+    def target(row):
+        return row["worker_answer"] or (row["A"] if row["A_agrees"] == "2" else "")
+
+    main = [g for g in gens if g["system"] == "cmva-gs" and "probe" not in g and target(targets[g["row_id"]])]
+    recomputed = rouge_table({"cmva-gs": [g["text"] for g in main]}, [target(targets[g["row_id"]]) for g in main])
+    assert recomputed["cmva-gs"] == pytest.approx(report["rouge"]["cmva-gs"])
+    assert set(report["conformity"]) == set(VALUES)
+    for png in ("rouge.png", "conformity.png"):
+        assert (out / "eval" / png).stat().st_size > 1000
+    assert "ROUGE" in (out / "eval" / "report.md").read_text()
+
+
+def test_rerun_reuses_finished_stages(smoke_run):
+    out, _, first_wall = smoke_run
+    t0 = time.time()
+    again = run_pipeline(load_profile("smoke"), out)
+    assert all(t == 0.0 for t in again["timings"].values())
+    assert time.time() - t0 < first_wall
+
+
+def test_smoke_budget(smoke_run):
+    _, _, wall = smoke_run
+    assert wall < 180, f"smoke pipeline took {wall:.0f} s, budget is 3 min"
+
+
+def test_evaluate_any_mic_schema_csv(smoke_run, tmp_path):
+    out, _, _ = smoke_run
+    # An unseen test file: no split column, extra columns, a foundation outside the run's values.
+    path = tmp_path / "external.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["Q", "A", "rot", "moral", "A_agrees", "extra"])
+        w.writeheader()
+        w.writerow(
+            {
+                "Q": "Should I return extra change?",
+                "A": "Yes, give it back; it is only fair.",
+                "rot": "It is good to be honest.",
+                "moral": "fairness",
+                "A_agrees": 2,
+                "extra": "x",
+            }
+        )
+        w.writerow(
+            {
+                "Q": "Can I read my teen's diary?",
+                "A": "No, respect her privacy.",
+                "rot": "It is wrong to snoop.",
+                "moral": "liberty|care",
+                "A_agrees": 2,
+                "extra": "y",
+            }
+        )
+    res = CliRunner().invoke(
+        app, ["evaluate", "--artifacts", str(out), "--data", str(path), "--out", str(tmp_path / "ev")]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["rows"] == 2 and report["rows_with_target"] == 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Q,A,rot,moral\nq,a,r,care\n")
+    res = CliRunner().invoke(
+        app, ["evaluate", "--artifacts", str(out), "--data", str(bad), "--out", str(tmp_path / "ev2")]
+    )
+    assert res.exit_code == 2 and "A_agrees" in res.output

@@ -1,0 +1,40 @@
+"""Recipes shipped in the package parse, and bad settings fail with a message saying what to change."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from cmva.agents import rloo_config
+from cmva.config import PROFILES, AgentCfg, StorageSettings, load_profile
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_recipes_parse_and_build_trl_configs(name, tmp_path):
+    p = load_profile(name)
+    assert p.name == name
+    cfg = rloo_config(p.agent, tmp_path)
+    assert cfg.beta > 0 and cfg.num_generations == p.agent.num_generations
+
+
+def test_overrides_and_typos():
+    assert load_profile("smoke", {"agent.max_steps": 7}).agent.max_steps == 7
+    with pytest.raises(ValidationError, match="max_stepz"):
+        load_profile("smoke", {"agent.max_stepz": 7})
+    with pytest.raises(ValueError, match="unknown profile"):
+        load_profile("huge")
+
+
+def test_agent_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="multiple of agent.num_generations"):
+        rloo_config(AgentCfg(per_device_train_batch_size=6, num_generations=4), tmp_path)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        rloo_config(AgentCfg(beta=0.0), tmp_path)
+
+
+def test_storage_settings_follow_kserve_env(monkeypatch):
+    monkeypatch.setenv("S3_ENDPOINT", "minio.cmva:9000")
+    monkeypatch.setenv("S3_USE_HTTPS", "0")
+    assert StorageSettings().host_and_tls() == ("minio.cmva:9000", False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://s3.example.com")
+    assert StorageSettings().host_and_tls() == ("s3.example.com", True)
