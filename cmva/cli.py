@@ -234,5 +234,54 @@ def run_cmd(
     typer.echo(f"report: {result['report_md']}")
 
 
+pipeline_app = typer.Typer(no_args_is_help=True, help="The KFP pipeline: compile, run locally, submit to Kubeflow.")
+app.add_typer(pipeline_app, name="pipeline")
+PlatformOpt = Annotated[Path | None, typer.Option(help="YAML with Kubernetes settings (image, GPU, node pool, Secret)")]
+
+
+@pipeline_app.command("compile")
+def pipeline_compile_cmd(
+    out: Annotated[Path, typer.Option(help="directory for the IR YAML")], platform: PlatformOpt = None
+) -> None:
+    """Write the pipeline's IR YAML, to upload in the Kubeflow dashboard."""
+    from cmva.kfp_runner import compile_pipeline, platform_from_env
+
+    typer.echo(f"pipeline: {compile_pipeline(out, platform_from_env(platform))}")
+
+
+@pipeline_app.command("run")
+def pipeline_run_cmd(
+    local: Annotated[
+        bool, typer.Option("--local", help="run under kfp.local (the only mode here; use submit for a cluster)")
+    ] = False,
+    profile: ProfileOpt = "cpu",
+    set_: SetOpt = None,
+    values: ValuesOpt = None,
+    root: Annotated[Path, typer.Option(help="local pipeline root (outputs + cache)")] = Path("runs/kfp"),
+) -> None:
+    """Run the same DAG locally with kfp.local.SubprocessRunner; finished tasks are cached."""
+    from cmva.kfp_runner import run_local, summarize_report
+
+    if not local:
+        _fail(ValueError("pass --local to run here, or use `cmva pipeline submit --host URL` for a Kubeflow cluster"))
+    report = run_local(root / profile, profile, _overrides(set_), values.split(",") if values else None)
+    typer.echo((report / "report.md").read_text())
+    typer.echo(f"ROUGE-L: {summarize_report(report)}")
+    typer.echo(f"report: {report / 'report.md'}")
+
+
+@pipeline_app.command("submit")
+def pipeline_submit_cmd(
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API URL")],
+    profile: ProfileOpt = "paper",
+    set_: SetOpt = None,
+    platform: PlatformOpt = None,
+) -> None:
+    """Submit a run to a Kubeflow cluster (kfp.Client)."""
+    from cmva.kfp_runner import platform_from_env, submit
+
+    typer.echo(f"run id: {submit(host, profile, _overrides(set_), platform_from_env(platform))}")
+
+
 if __name__ == "__main__":
     app()

@@ -157,3 +157,22 @@ def load_profile(name_or_path: str, overrides: dict | None = None) -> Profile:
             node = node.setdefault(p, {})
         node[leaf] = val
     return Profile.model_validate(data)
+
+
+class PlatformCfg(_Stage):
+    """Kubernetes settings compiled into the KFP pipeline (kfp-kubernetes); GPU stages get the accelerator.
+
+    Read from CMVA_* environment variables by `cmva pipeline compile|submit`, or from a YAML file.
+    """
+
+    image: str = "ghcr.io/cmva/cmva-train:0.1.0"
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_count: int = 1
+    gpu_stages: list[str] = ["train-agent", "build-aggregator-data", "train-aggregator", "evaluate"]
+    node_selector: dict[str, str] = {"cmva.io/pool": "gpu"}
+    tolerations: list[dict] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    cpu_request: str = "2"
+    memory_request: str = "16Gi"
+    memory_limit: str = "32Gi"
+    s3_secret: str = "cmva-s3"  # Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, never a parameter
+    s3_endpoint_url: str = "http://minio.cmva.svc.cluster.local:9000"

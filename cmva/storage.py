@@ -307,3 +307,18 @@ def open_store(uri: str | Path) -> ArtifactStore:
     if "://" in s:
         raise ValueError(f"unsupported artifact store URI {s!r}: use a local path or s3://bucket/prefix")
     return LocalStore(s)
+
+
+def fetch_file(uri: str, dest_dir: str | Path) -> Path:
+    """A single data file from a local path or an `s3://bucket/key` object (downloaded into dest_dir)."""
+    if not uri.startswith("s3://"):
+        p = Path(uri).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"data file not found: {uri}")
+        return p
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    store = S3Store(f"s3://{bucket}")
+    dest = Path(dest_dir) / Path(key).name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    store._call(f"download {uri}", store.client.fget_object, bucket, key, str(dest))
+    return dest
