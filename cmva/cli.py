@@ -234,6 +234,48 @@ def run_cmd(
     typer.echo(f"report: {result['report_md']}")
 
 
+@app.command("serve")
+def serve_cmd(
+    artifacts: Annotated[
+        str, typer.Option(help="run directory or s3:// prefix with base/, rewards/, agents/, aggregator/")
+    ],
+    topology: Annotated[
+        str, typer.Option(help="packed (one predictor, all adapters) | separate (one per agent)")
+    ] = "packed",
+    port: Annotated[int, typer.Option(help="transformer port; predictors take the next ones")] = 8080,
+    values: ValuesOpt = None,
+    ask: Annotated[str | None, typer.Option(help="send one question through the chain, print the answer, stop")] = None,
+) -> None:
+    """Start the serving chain as real KServe model servers on loopback; Ctrl-C stops all of it."""
+    import json
+    import time
+
+    import httpx
+
+    from cmva.serving.launcher import start_chain
+
+    chain = start_chain(artifacts, topology, port, values.split(",") if values else None)
+    with chain:
+        typer.echo(
+            f"cmva ({topology}) ready: POST {chain.url}/v1/models/cmva:predict | {chain.url}/openai/v1/chat/completions"
+        )
+        if ask:
+            profile = {v: 1.0 for v in (values.split(",") if values else ["care", "fairness"])}
+            r = httpx.post(
+                f"{chain.url}/v1/models/cmva:predict",
+                json={"instances": [{"question": ask, "profile": profile}]},
+                timeout=600,
+            )
+            typer.echo(json.dumps(r.json(), indent=2))
+            return
+        try:
+            while all(p.poll() is None for p in chain.processes.values()):
+                time.sleep(1)
+            typer.echo("a server exited; stopping the chain", err=True)
+        except KeyboardInterrupt:
+            typer.echo("stopping")
+
+
 pipeline_app = typer.Typer(no_args_is_help=True, help="The KFP pipeline: compile, run locally, submit to Kubeflow.")
 app.add_typer(pipeline_app, name="pipeline")
 PlatformOpt = Annotated[Path | None, typer.Option(help="YAML with Kubernetes settings (image, GPU, node pool, Secret)")]

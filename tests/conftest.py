@@ -23,6 +23,20 @@ def tiny_base(tmp_path_factory) -> Path:
     return tiny_model(tmp_path_factory.mktemp("tiny-base"))
 
 
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """`cmva run --profile smoke` once per session: (run dir, result, wall seconds)."""
+    import time
+
+    from cmva.config import load_profile
+    from cmva.pipeline import run_pipeline
+
+    out = tmp_path_factory.mktemp("smoke")
+    t0 = time.time()
+    result = run_pipeline(load_profile("smoke"), out)
+    return out, result, time.time() - t0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

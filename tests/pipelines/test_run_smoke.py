@@ -20,14 +20,6 @@ from cmva.storage import LocalStore, sha256_file
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke")
-    t0 = time.time()
-    result = run_pipeline(load_profile("smoke"), out)
-    return out, result, time.time() - t0
-
-
 def test_every_stage_published_with_manifest(smoke_run):
     out, result, _ = smoke_run
     store = LocalStore(out)

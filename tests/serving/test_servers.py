@@ -1,0 +1,141 @@
+"""The serving chain as real KServe servers on loopback: V1, V2, OpenAI route, 4xx naming the field,
+a killed agent giving a degraded answer (both topologies, tiny model)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+
+from cmva.serving.launcher import start_chain
+
+VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
+
+
+def _free_block(n: int) -> int:
+    for base in range(18000, 30000, 50):
+        try:
+            socks = []
+            for p in range(base, base + n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            for s in socks:
+                s.close()
+            return base
+        except OSError:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+@pytest.fixture(scope="module")
+def packed(smoke_run, tmp_path_factory):
+    out, _, _ = smoke_run
+    with start_chain(str(out), "packed", _free_block(3), log_dir=tmp_path_factory.mktemp("logs")) as chain:
+        yield chain
+
+
+def _predict(url, body, timeout=120):
+    return httpx.post(f"{url}/v1/models/cmva:predict", json=body, timeout=timeout)
+
+
+def test_v1_predict_contract(packed):
+    r = _predict(
+        packed.url,
+        {"instances": [{"question": "Should I lend my brother money?", "profile": {"care": 1.0, "loyalty": 0.5}}]},
+    )
+    assert r.status_code == 200, r.text
+    pred = r.json()["predictions"][0]
+    assert set(pred) == {"answer", "agents", "skipped", "missing", "degraded"}
+    assert set(pred["agents"]) == {"care", "loyalty"}
+    assert set(pred["skipped"]) == {"fairness", "authority", "sanctity"}
+    assert pred["degraded"] is False and pred["missing"] == []
+    for a in pred["agents"].values():
+        assert isinstance(a["answer"], str) and set(a["scores"]) == set(VALUES)
+        assert all(0 <= s <= 1 for s in a["scores"].values())
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"instances": [{"question": "q?", "profile": {"honour": 1.0}}]}, "instances.0.profile"),
+        ({"instances": [{"question": "q?", "profile": {"care": 2.0}}]}, "instances.0.profile"),
+        ({"instances": [{"question": "q?", "profile": {"care": "high"}}]}, "instances.0.profile"),
+        ({"instances": [{"question": "   ", "profile": {"care": 1.0}}]}, "instances.0.question"),
+        ({"instances": [{"question": "x" * 2001, "profile": {"care": 1.0}}]}, "instances.0.question"),
+        ({"instances": [{"question": "q?", "profile": {"care": 1.0}}] * 17}, "instances"),
+        ({"instances": []}, "instances"),
+        ({"instances": [{"profile": {"care": 1.0}}]}, "instances.0.question"),
+        (
+            {"instances": [{"question": "q?", "profile": {"care": 1}}], "parameters": {"max_new_tokens": 0}},
+            "parameters.max_new_tokens",
+        ),
+    ],
+)
+def test_bad_requests_get_400_naming_the_field(packed, body, field):
+    r = _predict(packed.url, body)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]
+
+
+def test_v2_infer(packed):
+    body = {
+        "inputs": [
+            {
+                "name": "question",
+                "shape": [1],
+                "datatype": "BYTES",
+                "data": ["Is it fine to skip my cousin's wedding?"],
+            },
+            {"name": "profile", "shape": [1], "datatype": "BYTES", "data": [json.dumps({"loyalty": 1.0})]},
+        ]
+    }
+    r = httpx.post(f"{packed.url}/v2/models/cmva/infer", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    outs = {o["name"]: o for o in r.json()["outputs"]}
+    assert set(outs) == {"answer", "details"}
+    assert json.loads(outs["details"]["data"][0])["skipped"] == ["care", "fairness", "authority", "sanctity"]
+    bad = httpx.post(f"{packed.url}/v2/models/cmva/infer", json={"inputs": [body["inputs"][0]]}, timeout=60)
+    assert bad.status_code == 400 and "profile" in bad.text
+
+
+def test_openai_client_against_the_chain(packed):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{packed.url}/openai/v1", api_key="unused")
+    resp = client.chat.completions.create(
+        model="cmva",
+        messages=[{"role": "user", "content": "My neighbour's dog barks all night. What should I do?"}],
+        max_tokens=8,
+        extra_body={"profile": {"care": 1.0, "authority": 0.5}},
+    )
+    assert resp.choices[0].message.role == "assistant"
+    assert isinstance(resp.choices[0].message.content, str)
+    with pytest.raises(openai.BadRequestError, match="profile"):
+        client.chat.completions.create(
+            model="cmva", messages=[{"role": "user", "content": "hi"}], extra_body={"profile": {"greed": 1}}
+        )
+
+
+def test_health_and_metrics(packed):
+    assert httpx.get(f"{packed.url}/v2/health/ready", timeout=10).status_code == 200
+    m = httpx.get(f"{packed.url}/metrics", timeout=10)
+    assert m.status_code == 200 and "predict" in m.text  # KServe's Prometheus histograms
+
+
+def test_separate_topology_degrades_when_an_agent_dies(smoke_run, tmp_path):
+    out, _, _ = smoke_run
+    with start_chain(str(out), "separate", _free_block(8), log_dir=tmp_path, agent_timeout_s=30) as chain:
+        body = {"instances": [{"question": "Can I read my sister's diary?", "profile": {"care": 1.0, "fairness": 1.0}}]}
+        ok = _predict(chain.url, body)
+        assert ok.status_code == 200 and ok.json()["predictions"][0]["degraded"] is False
+        chain.processes["fairness"].kill()
+        chain.processes["fairness"].wait()
+        r = _predict(chain.url, body)
+        assert r.status_code == 200, r.text
+        pred = r.json()["predictions"][0]
+        assert pred["degraded"] is True and pred["missing"] == ["fairness"]
+        assert set(pred["agents"]) == {"care"}
