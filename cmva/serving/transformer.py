@@ -120,7 +120,7 @@ class CMVATransformer(kserve.Model):
                 calls.append((route, idx, self._call_agent(route, body)))
         results = await asyncio.gather(*(c for _, _, c in calls))
         agents: list[dict] = [{} for _ in req.instances]
-        for (route, idx, _), res in zip(calls, results, strict=True):
+        for (_route, idx, _), res in zip(calls, results, strict=True):
             if res is None:
                 continue
             for i, pred in zip(idx, res["predictions"], strict=True):
