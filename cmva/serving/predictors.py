@@ -24,7 +24,7 @@ def resolve_artifacts(uri: str) -> Path:
     if uri.startswith("s3://"):
         from kserve_storage import Storage
 
-        return Path(Storage.download_files(uri))
+        return Path(Storage.download(uri))
     p = Path(uri)
     if not p.is_dir():
         raise FileNotFoundError(f"artifacts not found: {uri}")

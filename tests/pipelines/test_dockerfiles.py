@@ -24,7 +24,7 @@ def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("name", ["Dockerfile.train"])
+@pytest.mark.parametrize("name", ["Dockerfile.train", "Dockerfile.serve"])
 def test_dockerfile_is_sound(name):
     path = ROOT / name
     ins = _instructions(path)
@@ -50,3 +50,14 @@ def test_train_image_entrypoint_and_extras():
         assert extra in meta["project"]["optional-dependencies"], extra
     assert importlib.import_module("cmva.cli").app is not None
     assert importlib.import_module("cmva.kfp_ops").train_agent_op is not None
+
+
+def test_serve_image_entrypoint_roles():
+    ins = _instructions(ROOT / "Dockerfile.serve")
+    entry = [rest for op, rest in ins if op == "ENTRYPOINT"][-1]
+    assert "cmva.serving" in entry
+    run = " ".join(rest for op, rest in ins if op == "RUN")
+    assert '".[serve]"' in run and "train" not in run  # the serving image carries no training stack
+    from cmva.serving import servers
+
+    assert all(callable(getattr(servers, f"main_{r}")) for r in ("agent", "aggregator", "transformer"))
