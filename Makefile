@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 # The KFP pipeline under kfp.local (same DAG as on Kubeflow); prints the report and where it is.
 # Interrupt and rerun: finished tasks are cached. In-process alternative: .venv/bin/cmva run --profile cpu --out runs/cpu
 run: $(STAMP)
-	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/cmva pipeline run --local --profile $(PROFILE) --root $(ROOT)
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/cmva pipeline run --local --profile $(PROFILE) --root $(ROOT) \
+	  --ask "My friend asked me to lie to her parents about where she was last night. Should I?"
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m pytest

@@ -247,12 +247,10 @@ def serve_cmd(
     ask: Annotated[str | None, typer.Option(help="send one question through the chain, print the answer, stop")] = None,
 ) -> None:
     """Start the serving chain as real KServe model servers on loopback; Ctrl-C stops all of it."""
-    import json
     import time
 
-    import httpx
-
-    from cmva.serving.launcher import start_chain
+    from cmva.serving.launcher import ask as ask_chain
+    from cmva.serving.launcher import format_answer, start_chain
 
     chain = start_chain(artifacts, topology, port, values.split(",") if values else None)
     with chain:
@@ -261,12 +259,7 @@ def serve_cmd(
         )
         if ask:
             profile = {v: 1.0 for v in (values.split(",") if values else ["care", "fairness"])}
-            r = httpx.post(
-                f"{chain.url}/v1/models/cmva:predict",
-                json={"instances": [{"question": ask, "profile": profile}]},
-                timeout=600,
-            )
-            typer.echo(json.dumps(r.json(), indent=2))
+            typer.echo(format_answer(ask, profile, ask_chain(chain, ask, profile)))
             return
         try:
             while all(p.poll() is None for p in chain.processes.values()):
@@ -308,9 +301,11 @@ def pipeline_run_cmd(
     set_: SetOpt = None,
     values: ValuesOpt = None,
     root: Annotated[Path, typer.Option(help="local pipeline root (outputs + cache)")] = Path("runs/kfp"),
+    ask: Annotated[str | None, typer.Option(help="then serve the published artifacts (packed) and ask this")] = None,
+    port: Annotated[int, typer.Option(help="port of the serving chain for --ask")] = 8080,
 ) -> None:
     """Run the same DAG locally with kfp.local.SubprocessRunner; finished tasks are cached."""
-    from cmva.kfp_runner import run_local, summarize_report
+    from cmva.kfp_runner import latest_serving_dir, run_local, summarize_report
 
     if not local:
         _fail(ValueError("pass --local to run here, or use `cmva pipeline submit --host URL` for a Kubeflow cluster"))
@@ -318,6 +313,15 @@ def pipeline_run_cmd(
     typer.echo((report / "report.md").read_text())
     typer.echo(f"ROUGE-L: {summarize_report(report)}")
     typer.echo(f"report: {report / 'report.md'}")
+    if ask:
+        from cmva.serving.launcher import ask as ask_chain
+        from cmva.serving.launcher import format_answer, start_chain
+
+        serving = latest_serving_dir(root / profile)
+        profile_c = {"care": 1.0, "fairness": 0.5}
+        with start_chain(str(serving), "packed", port) as chain:
+            typer.echo(f"\nserving chain (packed) on {chain.url}, artifacts {serving}:")
+            typer.echo(format_answer(ask, profile_c, ask_chain(chain, ask, profile_c)))
 
 
 @pipeline_app.command("submit")

@@ -133,3 +133,11 @@ def local_task_dirs(root: str | Path) -> dict[str, list[Path]]:
 def summarize_report(report_dir: Path) -> str:
     report = json.loads((report_dir / "report.json").read_text())
     return json.dumps({s: round(r["rougeL"], 4) for s, r in report["rouge"].items()})
+
+
+def latest_serving_dir(root: str | Path) -> Path:
+    """The newest version published by the pipeline's publish-for-serving step under `<root>/serving/`."""
+    dirs = [d for d in (Path(root) / "serving").glob("*") if (d / "aggregator" / "_manifest.json").is_file()]
+    if not dirs:
+        raise FileNotFoundError(f"no published serving artifacts under {Path(root) / 'serving'}")
+    return max(dirs, key=lambda d: (d / "aggregator" / "_manifest.json").stat().st_mtime)

@@ -161,3 +161,22 @@ def start_chain(
         chain.stop()
         raise
     return chain
+
+
+def ask(chain: Chain, question: str, profile: dict[str, float], max_new_tokens: int = 64) -> dict:
+    """One V1 request through the chain; the prediction (answer, per-agent answers and scores)."""
+    body = {"instances": [{"question": question, "profile": profile}], "parameters": {"max_new_tokens": max_new_tokens}}
+    r = httpx.post(f"{chain.url}/v1/models/cmva:predict", json=body, timeout=900)
+    r.raise_for_status()
+    return r.json()["predictions"][0]
+
+
+def format_answer(question: str, profile: dict[str, float], pred: dict) -> str:
+    lines = [f"Q: {question}", f"profile: {profile}", "", f"CMVA-GS answer: {pred['answer']}", ""]
+    for v, a in pred["agents"].items():
+        lines.append(f"  [{v} agent, reward {a['scores'].get(v, float('nan')):.2f}] {a['answer']}")
+    if pred["skipped"]:
+        lines.append(f"  (skipped, weight 0: {', '.join(pred['skipped'])})")
+    if pred["degraded"]:
+        lines.append(f"  DEGRADED: no answer from {', '.join(pred['missing'])}")
+    return "\n".join(lines)
