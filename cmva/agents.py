@@ -41,6 +41,11 @@ def device_kwargs(extra: dict) -> dict:
     return {k: v for k, v in kw.items() if k not in extra}
 
 
+def trainer_kwargs(seed: int, extra: dict) -> dict:
+    """Settings every cmva trainer shares: per-step logs kept in memory, no checkpoints, device + recipe extras."""
+    return {"logging_steps": 1, "save_strategy": "no", "report_to": [], "seed": seed, **device_kwargs(extra), **extra}
+
+
 def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0):
     """The trl.RLOOConfig for one agent; unknown `extra` keys fail with TRL's own message."""
     from trl import RLOOConfig
@@ -61,15 +66,10 @@ def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0):
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=seed,
         disable_tqdm=False,
         # Checkpointing disables the KV cache in generation (quadratic decode); small models do not need it.
-        gradient_checkpointing=False,
-        **device_kwargs(cfg.extra),
-        **cfg.extra,
+        gradient_checkpointing=cfg.extra.get("gradient_checkpointing", False),
+        **trainer_kwargs(seed, {k: v for k, v in cfg.extra.items() if k != "gradient_checkpointing"}),
     )
 
 

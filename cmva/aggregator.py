@@ -92,7 +92,7 @@ def train_aggregator(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from cmva.agents import device_kwargs, lora_config
+    from cmva.agents import lora_config, trainer_kwargs
     from cmva.models import load_causal_lm, load_tokenizer
 
     records = [json.loads(line) for line in open(data_file)]
@@ -108,12 +108,7 @@ def train_aggregator(
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_length=cfg.max_length,
         completion_only_loss=True,  # cross-entropy on the target answer only
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=seed,
-        **device_kwargs(cfg.extra),
-        **cfg.extra,
+        **trainer_kwargs(seed, cfg.extra),
     )
     trainer = SFTTrainer(
         model=load_causal_lm(base_path),
