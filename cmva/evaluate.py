@@ -251,11 +251,12 @@ def plot_rouge(rouge: dict, path: Path) -> None:
     systems = list(rouge)
     x = np.arange(len(ROUGE_KEYS))
     width = 0.8 / len(systems)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(9.5, 3.6))
     for i, s in enumerate(systems):
         ax.bar(x + i * width, [rouge[s][k] for k in ROUGE_KEYS], width, label=s)
     ax.set_xticks(x + 0.4 - width / 2, ["ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum"])
-    ax.set_ylabel("F1"), ax.legend(fontsize=8), ax.grid(axis="y", alpha=0.3)
+    ax.set_ylabel("F1"), ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a bar
     ax.set_title("CMVA-GS vs baselines (MIC ground truth)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -199,3 +199,16 @@ def atomic_dir(path: str):
         os.replace(scratch, final)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def log_metrics(artifact, values: dict[str, float]) -> None:
+    """Log metrics on a KFP `Metrics` artifact and also write them to its file.
+
+    kfp.local treats a cache entry whose artifact file is missing as a miss; `log_metric` alone writes no
+    file, so without this a stage with metrics would be recomputed on every rerun.
+    """
+    for k, v in values.items():
+        artifact.log_metric(k, v)
+    path = Path(artifact.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values, indent=2))
