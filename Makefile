@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ROOT ?= runs/kfp
 PROFILE ?= cpu
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean bench-quality bench-serving bench-reliability
 
 venv: $(STAMP)
 
@@ -29,8 +29,18 @@ run: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m pytest
 
+# Benchmarks (bench/README.md): each writes bench/results/<name>.md + .json with the date and the machine.
+bench-quality: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.quality
+
+bench-serving: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.serving
+
+bench-reliability: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.reliability
+
 lint: $(STAMP)
-	$(BIN)/ruff check cmva tests components pipelines serving && $(BIN)/ruff format --check cmva tests pipelines serving
+	$(BIN)/ruff check cmva tests components pipelines serving bench && $(BIN)/ruff format --check cmva tests pipelines serving bench
 
 clean:
 	rm -rf $(VENV) runs

@@ -72,8 +72,11 @@ class Engine:
         do_sample: bool = False,
         temperature: float = 1.0,
         progress: str | None = None,
+        min_new_tokens: int = 0,
     ) -> list[str]:
         """Generate one completion per chat prompt, each with its own adapter (`"__base__"` = PT model).
+
+        `min_new_tokens` > 0 ignores end-of-sequence before that many tokens (fixed-length benchmarks).
 
         Prompts are sorted by length so that batches hold similar lengths (less padding); results come
         back in input order.
@@ -103,6 +106,8 @@ class Engine:
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
             )
+            if min_new_tokens:
+                kwargs["min_new_tokens"] = min_new_tokens
             if do_sample:
                 kwargs["temperature"] = temperature
             else:  # greedy: silence the model's sampling defaults

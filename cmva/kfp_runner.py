@@ -32,6 +32,7 @@ def platform_from_env(path: str | Path | None = None) -> PlatformCfg:
         "accelerator_count": os.environ.get("CMVA_GPU_COUNT"),
         "s3_secret": os.environ.get("CMVA_S3_SECRET"),
         "s3_endpoint_url": os.environ.get("CMVA_S3_ENDPOINT_URL"),
+        "agent_parallelism": os.environ.get("CMVA_AGENT_PARALLELISM"),
     }
     return PlatformCfg.model_validate({k: v for k, v in env.items() if v})
 
@@ -81,7 +82,7 @@ def run_local(
         enable_caching=True,
         cache_root=str(root / "cache"),
     )
-    pipeline = _pipeline(PlatformCfg())
+    pipeline = _pipeline(PlatformCfg(agent_parallelism=1))  # one machine: one trainer at a time
     args = dict(
         profile=profile,
         overrides=overrides or {},

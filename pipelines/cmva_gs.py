@@ -59,7 +59,7 @@ def build_pipeline(p: PlatformCfg | None = None):
             "train-rewards",
             p,
         )
-        with dsl.ParallelFor(values) as value:
+        with dsl.ParallelFor(values, parallelism=p.agent_parallelism) as value:
             agent = _platform(
                 train_agent(
                     value=value,

@@ -55,11 +55,15 @@ def _instances(payload) -> list[dict]:
     return payload["instances"]
 
 
-def _max_new_tokens(payload) -> int:
-    n = (payload.get("parameters") or {}).get("max_new_tokens", 64)
-    if not isinstance(n, int) or not 1 <= n <= 512:
+def _tokens(payload) -> tuple[int, int]:
+    """(max_new_tokens, min_new_tokens) from the request's parameters."""
+    params = payload.get("parameters") or {}
+    n, m = params.get("max_new_tokens", 64), params.get("min_new_tokens", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 512:
         raise InvalidInput("parameters.max_new_tokens: expected an integer in [1, 512]")
-    return n
+    if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m <= n:
+        raise InvalidInput("parameters.min_new_tokens: expected an integer in [0, max_new_tokens]")
+    return n, m
 
 
 class AgentModel(kserve.Model):
@@ -82,7 +86,7 @@ class AgentModel(kserve.Model):
                 raise InvalidInput(f"instances.{i}.values: {unknown} not served here (serving {self.values})")
             jobs += [(i, v, q) for v in wanted]
         texts = await self.backend.batcher.generate(
-            [agent_messages(q) for _, _, q in jobs], [v for _, v, _ in jobs], _max_new_tokens(payload)
+            [agent_messages(q) for _, _, q in jobs], [v for _, v, _ in jobs], *_tokens(payload)
         )
         preds = [{"answers": {}, "scores": {}} for _ in payload["instances"]]
         scores = (
@@ -112,5 +116,5 @@ class AggregatorModel(kserve.Model):
                 prompts.append(aggregator_messages(inst["question"], inst["profile"], inst.get("answers") or {}))
             except (KeyError, TypeError, AttributeError):
                 raise InvalidInput(f"instances.{i}: expected question, profile and answers") from None
-        texts = await self.backend.batcher.generate(prompts, ["aggregator"] * len(prompts), _max_new_tokens(payload))
+        texts = await self.backend.batcher.generate(prompts, ["aggregator"] * len(prompts), *_tokens(payload))
         return {"predictions": [{"answer": t} for t in texts]}

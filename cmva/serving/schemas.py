@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 MAX_QUESTION_CHARS = 2000
 MAX_INSTANCES = 16
@@ -51,7 +51,15 @@ class Parameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_new_tokens: int = Field(default=64, ge=1, le=512)
+    # Generate at least this many tokens (end-of-sequence ignored before): fixed-length answers for benchmarks.
+    min_new_tokens: int = Field(default=0, ge=0, le=512)
     scores: bool = True
+
+    @model_validator(mode="after")
+    def _min_le_max(self):
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens ({self.min_new_tokens}) must be ≤ max_new_tokens ({self.max_new_tokens})")
+        return self
 
 
 class PredictRequest(BaseModel):

@@ -81,7 +81,14 @@ def test_pipeline_yaml_carries_gpu_node_pool_and_secret(tmp_path):
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"profile", "overrides", "values", "mic_uri", "socialchem_uri", "store_uri"} <= set(params)
     assert not any("SECRET" in k.upper() or "KEY" in k.upper() for k in params), "credentials must not be parameters"
-    assert "parameterIterator" in spec["root"]["dag"]["tasks"]["for-loop-1"]  # agents in parallel
+    loop = spec["root"]["dag"]["tasks"]["for-loop-1"]
+    assert "parameterIterator" in loop and "iteratorPolicy" not in loop  # all agents at once on Kubeflow
+
+
+def test_agent_parallelism_is_compiled(tmp_path):
+    """Local runs train one agent at a time (one machine); the limit reaches the IR that kfp.local reads."""
+    spec = next(yaml.safe_load_all(compile_pipeline(tmp_path, PlatformCfg(agent_parallelism=1)).read_text()))
+    assert spec["root"]["dag"]["tasks"]["for-loop-1"]["iteratorPolicy"]["parallelismLimit"] == 1
 
 
 def _cli(root, **kw):

@@ -4,6 +4,7 @@ a killed agent giving a degraded answer (both topologies, tiny model)."""
 from __future__ import annotations
 
 import json
+import random
 import socket
 
 import httpx
@@ -15,7 +16,9 @@ VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 
 
 def _free_block(n: int) -> int:
-    for base in range(18000, 30000, 50):
+    # A random start: two test runs on one machine do not race for the same block.
+    start = random.randrange(20000, 40000, 50)
+    for base in range(start, start + 20000, 50):
         try:
             socks = []
             for p in range(base, base + n):
@@ -72,6 +75,13 @@ def test_v1_predict_contract(packed):
         (
             {"instances": [{"question": "q?", "profile": {"care": 1}}], "parameters": {"max_new_tokens": 0}},
             "parameters.max_new_tokens",
+        ),
+        (
+            {
+                "instances": [{"question": "q?", "profile": {"care": 1}}],
+                "parameters": {"max_new_tokens": 4, "min_new_tokens": 8},
+            },
+            "min_new_tokens",
         ),
     ],
 )
