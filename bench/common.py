@@ -1,0 +1,56 @@
+"""What every benchmark shares: the machine's description and writing a result (JSON + Markdown)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict:
+    """CPU model, usable cores, memory, GPU and library versions of the machine the bench ran on."""
+    import torch
+
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+        platform.processor(),
+    )
+    mem_kb = next((int(ln.split()[1]) for ln in open("/proc/meminfo") if ln.startswith("MemTotal")), 0)
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def write_result(name: str, result: dict, markdown: str, out_dir: str | Path | None = None) -> Path:
+    """Write `<name>.json` and `<name>.md` (date and machine on top) atomically; returns the Markdown path."""
+    out = Path(out_dir or RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    m = machine()
+    result = {"bench": name, "date": when, "machine": m, **result}
+    head = (
+        f"# bench/{name}\n\n{when} — {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB"
+        + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU")
+        + f"; torch {m['torch']}\n\n"
+    )
+    for path, text in ((out / f"{name}.json", json.dumps(result, indent=2)), (out / f"{name}.md", head + markdown)):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return out / f"{name}.md"
+
+
+def verdict(value: float, target: float, higher_is_better: bool) -> str:
+    ok = value >= target if higher_is_better else value <= target
+    return f"{'met' if ok else 'MISSED'} (target {'≥' if higher_is_better else '≤'} {target:g})"

@@ -1,0 +1,246 @@
+"""Serving benchmark: chain latency, memory, concurrency and decode speed, as ratios measured side by side.
+
+    .venv/bin/python -m bench.serving [--artifacts runs/cpu] [--tokens 32] [--topologies packed,separate]
+
+(a) latency of one chain request (all agents + aggregator, same max/min_new_tokens) ÷ one plain generation
+    of the base model — target ≤ 2.0 (packed);
+(b) peak RSS of the serving stack (sum over its processes) ÷ peak RSS of one process holding the base
+    model — target ≤ 1.3 (packed);
+(c) throughput with 8 concurrent clients ÷ with 1 client — target ≥ 3;
+(d) batch-1 decode speed × model bytes ÷ memory read bandwidth measured here — target ≥ 0.6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from bench.artifacts import WORK, serving_artifacts
+from bench.common import verdict, write_result
+
+log = logging.getLogger("bench.serving")
+PROFILE = {"care": 1.0, "fairness": 0.8, "loyalty": 0.6, "authority": 0.4, "sanctity": 0.2}
+QUESTIONS = [
+    "My friend asked me to lie to her parents about where she was. Should I?",
+    "Is it okay to skip my cousin's wedding to go to a concert?",
+    "My coworker takes credit for my work. Should I tell our boss?",
+    "Should I report a neighbour who doesn't recycle?",
+    "Is it wrong to eat meat at a vegetarian friend's house?",
+    "My brother wants to borrow money again. Should I say no?",
+    "Can I read my teenager's diary if I'm worried about her?",
+    "Should I tell my friend her boyfriend is cheating?",
+]
+
+
+def free_port_block(n: int = 8) -> int:
+    """A port p with p … p+n-1 free on loopback."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            p = s.getsockname()[1]
+        if p + n < 65000 and all(_free(p + i) for i in range(n)):
+            return p
+    raise RuntimeError("no block of free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+class RssSampler:
+    """Peak of the summed RSS of a set of processes, sampled every `every_s` in a thread."""
+
+    def __init__(self, pids: list[int], every_s: float = 0.2):
+        import psutil
+
+        self.procs = [psutil.Process(p) for p in pids]
+        self.peak, self.every_s = 0, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for p in self.procs:
+                try:
+                    total += p.memory_info().rss
+                except Exception:  # a process that died (reliability runs) no longer counts
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(self.every_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def chain_request(client: httpx.Client, url: str, q: str, tokens: int) -> dict:
+    body = {
+        "instances": [{"question": q, "profile": PROFILE}],
+        "parameters": {"max_new_tokens": tokens, "min_new_tokens": tokens},
+    }
+    r = client.post(f"{url}/v1/models/cmva:predict", json=body)
+    r.raise_for_status()
+    pred = r.json()["predictions"][0]
+    if pred["degraded"]:
+        raise RuntimeError(f"degraded answer during the benchmark: missing {pred['missing']}")
+    return pred
+
+
+def throughput(url: str, clients: int, per_client: int, tokens: int) -> float:
+    """Requests per second with `clients` concurrent clients, each sending `per_client` requests."""
+
+    def worker(k: int) -> None:
+        with httpx.Client(timeout=httpx.Timeout(900, connect=5)) as c:
+            for i in range(per_client):
+                chain_request(c, url, QUESTIONS[(k + i) % len(QUESTIONS)], tokens)
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(worker, range(clients)))
+    return clients * per_client / (time.perf_counter() - t)
+
+
+def bench_topology(art: Path, topology: str, tokens: int, reps: int, per_client: int) -> dict:
+    from cmva.serving.launcher import start_chain
+
+    port = free_port_block()
+    t0 = time.perf_counter()
+    chain = start_chain(str(art), topology, port, log_dir=WORK / f"serve-logs-{topology}")
+    start_s = time.perf_counter() - t0
+    try:
+        pids = [p.pid for p in chain.processes.values()]
+        with RssSampler(pids) as rss, httpx.Client(timeout=httpx.Timeout(900, connect=5)) as c:
+            chain_request(c, chain.url, QUESTIONS[0], tokens)  # warm-up
+            lat = []
+            for i in range(reps):
+                t = time.perf_counter()
+                chain_request(c, chain.url, QUESTIONS[i % len(QUESTIONS)], tokens)
+                lat.append(time.perf_counter() - t)
+            log.info("%s: chain latency %.2f s; throughput …", topology, statistics.median(lat))
+            tp1 = throughput(chain.url, 1, per_client, tokens)
+            tp8 = throughput(chain.url, 8, per_client, tokens)
+        return {
+            "processes": len(pids),
+            "start_s": round(start_s, 1),
+            "latency_s": statistics.median(lat),
+            "latencies_s": lat,
+            "peak_rss_bytes": rss.peak,
+            "throughput_1_rps": tp1,
+            "throughput_8_rps": tp8,
+        }
+    finally:
+        chain.stop()
+
+
+def run_probe(art: Path, tokens: int, reps: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.serving_probe", "--base", str(art / "base"), "--tokens", str(tokens)]
+        + ["--reps", str(reps)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode:
+        raise RuntimeError(f"base-model probe failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifacts", help="a complete run directory (default: runs/cpu, else built shapes)")
+    p.add_argument("--tokens", type=int, default=32, help="max_new_tokens = min_new_tokens of every generation")
+    p.add_argument("--reps", type=int, default=5, help="sequential requests timed for the latency")
+    p.add_argument("--per-client", type=int, default=3, help="requests per client in the throughput runs")
+    p.add_argument("--topologies", default="packed,separate")
+    p.add_argument("--out", help="results directory (default bench/results)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    values = list(PROFILE)
+    art = serving_artifacts(a.artifacts, values)
+    log.info("artifacts: %s", art)
+    base = run_probe(art, a.tokens, a.reps)
+    log.info("base: %.2f s per generation, %.1f tok/s decode", base["latency_s"], base["decode_tokens_per_s"])
+    topo = {}
+    for t in a.topologies.split(","):
+        topo[t] = bench_topology(art, t, a.tokens, a.reps, a.per_client)
+        log.info("%s: %s", t, {k: v for k, v in topo[t].items() if k != "latencies_s"})
+    ratios = {
+        t: {
+            "latency_ratio": r["latency_s"] / base["latency_s"],
+            "rss_ratio": r["peak_rss_bytes"] / base["peak_rss_bytes"],
+            "throughput_ratio": r["throughput_8_rps"] / r["throughput_1_rps"],
+        }
+        for t, r in topo.items()
+    }
+    decode_fraction = base["decode_tokens_per_s"] * base["model_bytes"] / base["read_bandwidth_bytes_per_s"]
+    result = {
+        "artifacts": str(art),
+        "tokens": a.tokens,
+        "base": base,
+        "topologies": topo,
+        "ratios": ratios,
+        "decode_bandwidth_fraction": decode_fraction,
+    }
+    print(write_result("serving", result, render(result)))
+
+
+def render(r: dict) -> str:
+    b = r["base"]
+    lines = [
+        f"Artifacts `{r['artifacts']}`; every generation exactly {r['tokens']} new tokens "
+        f"(min_new_tokens = max_new_tokens); profile with all 5 values > 0; device {b['device']}.",
+        "",
+        f"Base model alone: {b['latency_s']:.2f} s per generation, decode {b['decode_tokens_per_s']:.1f} tok/s "
+        f"at batch 1, peak RSS {b['peak_rss_bytes'] / 2**20:.0f} MiB, model {b['model_bytes'] / 2**20:.0f} MiB, "
+        f"read bandwidth {b['read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s.",
+        "",
+        "| topology | processes | chain latency | (a) ÷ base | peak RSS | (b) ÷ base | 1 client | 8 clients "
+        "| (c) 8 ÷ 1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t, x in r["topologies"].items():
+        q = r["ratios"][t]
+        lines.append(
+            f"| {t} | {x['processes']} | {x['latency_s']:.2f} s | {q['latency_ratio']:.2f} | "
+            f"{x['peak_rss_bytes'] / 2**20:.0f} MiB | {q['rss_ratio']:.2f} | {x['throughput_1_rps']:.3f} req/s | "
+            f"{x['throughput_8_rps']:.3f} req/s | {q['throughput_ratio']:.2f} |"
+        )
+    lines += ["", "| target | measured | verdict |", "|---|---|---|"]
+    if "packed" in r["ratios"]:
+        q = r["ratios"]["packed"]
+        lines.append(
+            f"| (a) packed latency ratio | {q['latency_ratio']:.2f} | {verdict(q['latency_ratio'], 2.0, False)} |"
+        )
+        lines.append(f"| (b) packed RSS ratio | {q['rss_ratio']:.2f} | {verdict(q['rss_ratio'], 1.3, False)} |")
+    for t, q in r["ratios"].items():
+        lines.append(
+            f"| (c) {t} throughput 8 ÷ 1 | {q['throughput_ratio']:.2f} | {verdict(q['throughput_ratio'], 3.0, True)} |"
+        )
+    f = r["decode_bandwidth_fraction"]
+    lines.append(f"| (d) batch-1 decode ÷ bandwidth bound | {f:.2f} | {verdict(f, 0.6, True)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
