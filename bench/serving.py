@@ -176,6 +176,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", help="results directory (default bench/results)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     values = list(PROFILE)
     art = serving_artifacts(a.artifacts, values)
     log.info("artifacts: %s", art)
@@ -202,7 +203,7 @@ def main(argv=None) -> None:
         "ratios": ratios,
         "decode_bandwidth_fraction": decode_fraction,
     }
-    print(write_result("serving", result, render(result)))
+    print(write_result("serving", result, render(result), a.out))
 
 
 def render(r: dict) -> str:
