@@ -5,12 +5,14 @@
 Artifacts: the given run directory; else runs/<profile> (`cmva run`); else the newest version that
 `make run` published under runs/kfp/serving/; else the `cpu` pipeline is run in-process into
 runs/<profile> first (≈ 45 min on 2 cores, resumable). Evaluation runs `cmva evaluate` on `--data` (any
-MIC-schema CSV; default: the sample's test split).
+MIC-schema CSV; default: the sample's test split). `--from-report R` renders an evaluation that
+`cmva evaluate` (or the pipeline's evaluate step) already wrote to R/report.json instead of running it again.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -48,6 +50,7 @@ def main(argv=None) -> None:
     p.add_argument("--artifacts", help="run directory (base/, rewards/, agents/, aggregator/)")
     p.add_argument("--data", help="MIC-schema CSV to evaluate on (default: the sample's test split)")
     p.add_argument("--profile", default="cpu", help="recipe whose evaluation settings are used")
+    p.add_argument("--from-report", help="directory of an existing `cmva evaluate` output (report.json + PNGs)")
     p.add_argument("--out", help="results directory (default bench/results)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -58,20 +61,25 @@ def main(argv=None) -> None:
 
     prof = load_profile(a.profile)
     values = resolve_values(prof.values)
-    art = find_artifacts(a.artifacts, a.profile, [v.name for v in values])
-    log.info("artifacts: %s", art)
-    eval_dir = WORK / "quality-eval"
-    report = evaluate(art, eval_dir, values, SAMPLE_MIC, a.data, prof.evaluate)
+    if a.from_report:
+        eval_dir, art = Path(a.from_report), a.artifacts or "(see the report)"
+        report = json.loads((eval_dir / "report.json").read_text())
+    else:
+        art = find_artifacts(a.artifacts, a.profile, [v.name for v in values])
+        log.info("artifacts: %s", art)
+        eval_dir = WORK / "quality-eval"
+        report = evaluate(art, eval_dir, values, SAMPLE_MIC, a.data, prof.evaluate)
     out = Path(a.out or RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     for png in ("rouge.png", "conformity.png"):
         shutil.copyfile(eval_dir / png, out / f"quality_{png}")
     result = {"artifacts": str(art), **{k: report[k] for k in ("data", "rows", "rows_with_target", "rouge")}}
     result.update({k: report[k] for k in ("conformity", "sensitivity", "wall_s")})
-    print(write_result("quality", result, render(report), out))
+    result["evaluation_dir"] = str(eval_dir)
+    print(write_result("quality", result, render(report, eval_dir), out))
 
 
-def render(report: dict) -> str:
+def render(report: dict, eval_dir: Path) -> str:
     from cmva.evaluate import CMVA, ROUGE_KEYS
 
     rouge, conf = report["rouge"], report["conformity"]
@@ -79,7 +87,7 @@ def render(report: dict) -> str:
     lines = [
         f"Data `{report['data']}`: {report['rows']} rows ({report['rows_with_target']} with a ground-truth answer); "
         f"evaluation wall time {report['wall_s']} s. Every number below comes from the generations in "
-        "`bench/.work/quality-eval/generations.jsonl`.",
+        f"`{eval_dir}/generations.jsonl`.",
         "",
         "## Agent conformity to its own value vs the PT model (paper Table 1)",
         "",

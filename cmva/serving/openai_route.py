@@ -28,8 +28,8 @@ def add_openai_route(app, model) -> None:
     async def chat_completions(request: Request):
         try:
             body = await request.json()
-        except ValueError:
-            return _error(400, "body: not valid JSON")
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the JSON decoder allows
+            return _error(400, "body: not valid JSON (or nested too deeply)")
         if not isinstance(body, dict):
             return _error(400, "body: expected a JSON object")
         if body.get("model") not in (None, model.name):
@@ -37,7 +37,9 @@ def add_openai_route(app, model) -> None:
         if body.get("stream"):
             return _error(400, "stream: streaming is not supported", "stream")
         messages = body.get("messages")
-        users = [m for m in messages or [] if isinstance(m, dict) and m.get("role") == "user"]
+        if not isinstance(messages, list):
+            return _error(400, "messages: expected a list of chat messages", "messages")
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         if not users or not isinstance(users[-1].get("content"), str):
             return _error(400, "messages: expected at least one user message with text content", "messages")
         if "profile" not in body:

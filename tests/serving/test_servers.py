@@ -130,6 +130,24 @@ def test_openai_client_against_the_chain(packed):
         )
 
 
+@pytest.mark.parametrize(
+    "content, field",
+    [
+        ('{"model": "cmva", "messages": -1, "profile": {"care": 1}}', "messages"),  # found by bench/reliability
+        ("[" * 100_000, "body"),  # nested deeper than the JSON decoder allows: was a 500
+    ],
+)
+def test_openai_route_bad_bodies_get_400(packed, content, field):
+    r = httpx.post(
+        f"{packed.url}/openai/v1/chat/completions",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"].startswith(field)
+
+
 def test_health_and_metrics(packed):
     assert httpx.get(f"{packed.url}/v2/health/ready", timeout=10).status_code == 200
     m = httpx.get(f"{packed.url}/metrics", timeout=10)
