@@ -29,7 +29,7 @@ run: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m pytest
 
-# Benchmarks (bench/README.md): each writes bench/results/<name>.md + .json with the date and the machine.
+# Benchmarks (README, "Benchmarks"): each writes bench/results/<name>.md + .json with the date and the machine.
 bench-quality: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.quality
 

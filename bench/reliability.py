@@ -188,16 +188,24 @@ def markdown(r: dict) -> str:
     return "\n".join(table) + "\n\n" + "\n".join(f"- {n}" for n in _notes(r)) + "\n"
 
 
-def carry_over(result: dict, out: Path) -> None:
-    """Parts not run this time (--only, --skip-pipeline) keep their figures from the previous results file."""
+PARTS = ("fuzz", "kill_agent", "pipeline", "s3")
+
+
+def previous_results(out: Path) -> dict:
+    """Figures of the last run, to carry over the parts not run this time (--only, --skip-pipeline)."""
     prev = out / "reliability.json"
-    if not prev.is_file():
-        return
-    old = json.loads(prev.read_text())
-    for part in ("fuzz", "kill_agent", "pipeline", "s3"):
-        if part not in result and part in old:
-            result[part] = old[part]
-            result.setdefault("carried_over", {})[part] = old.get("carried_over", {}).get(part, old["date"])
+    return json.loads(prev.read_text()) if prev.is_file() else {}
+
+
+def save(fresh: dict, previous: dict, out: str | None) -> Path:
+    """Write what this run measured so far, plus the previous figures of the parts it has not (yet) run."""
+    result = dict(fresh)
+    for part in PARTS:
+        if part not in fresh and part in previous:
+            result[part] = previous[part]
+            result.setdefault("carried_over", {})[part] = previous.get("carried_over", {}).get(part, previous["date"])
+    result["pipeline_skipped"] = "pipeline" not in result
+    return write_result("reliability", result, markdown(result), out)
 
 
 def main(argv=None) -> None:
@@ -209,30 +217,32 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parts = set(args.only.split(","))
+    parts = set(args.only.split(",")) - ({"pipeline"} if args.skip_pipeline else set())
     WORK.mkdir(parents=True, exist_ok=True)
+    previous = previous_results(Path(args.out) if args.out else RESULTS)
     result: dict = {}
     from bench import reliability_faults as faults
 
+    # Results are written after every part: an interrupted run keeps what it measured.
     if "s3" in parts:
         print("(d) S3 endpoint cut during a publish …", flush=True)
         result["s3"] = faults.s3_cut_during_publish(WORK)
+        save(result, previous, args.out)
     if parts & {"fuzz", "kill"}:
         artifacts = smoke_artifacts()
     if "fuzz" in parts:
         print(f"(a) fuzzing {args.requests} requests …", flush=True)
         result["fuzz"] = run_fuzz_part(artifacts, args.requests)
+        save(result, previous, args.out)
     if "kill" in parts:
         print("(b) killing an agent under load …", flush=True)
         with tqdm(desc="load", unit="req") as bar:
             result["kill_agent"] = faults.kill_agent_under_load(artifacts, progress=bar)
-    if "pipeline" in parts and not args.skip_pipeline:
+        save(result, previous, args.out)
+    if "pipeline" in parts:
         print("(c) local KFP pipeline killed mid-stage, then rerun (≈5 min) …", flush=True)
         result["pipeline"] = faults.kfp_kill_and_rerun(WORK)
-    carry_over(result, Path(args.out) if args.out else RESULTS)
-    result["pipeline_skipped"] = "pipeline" not in result
-    path = write_result("reliability", result, markdown(result), args.out)
-    print(path)
+    print(save(result, previous, args.out))
 
 
 if __name__ == "__main__":
