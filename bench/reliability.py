@@ -22,9 +22,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bench.artifacts import WORK
 from bench.common import RESULTS, verdict, write_result
 
-WORK = Path(__file__).parent / ".work"
 SMOKE = WORK / "smoke"
 
 
@@ -62,15 +62,14 @@ def server_errors(log_dir: Path, limit: int = 5) -> list[str]:
 
 
 def run_fuzz_part(artifacts: Path, n: int) -> dict:
-    from bench.reliability_faults import free_block
     from bench.reliability_fuzz import generate_cases, run_fuzz
-    from cmva.serving.launcher import start_chain
+    from cmva.serving.launcher import free_port_block, start_chain
 
     t0 = time.time()
     cases = generate_cases(n)
     gen_s = time.time() - t0
     logs = artifacts / "serve-logs" / "fuzz"
-    with start_chain(str(artifacts), "packed", free_block(3), log_dir=logs) as chain:
+    with start_chain(str(artifacts), "packed", free_port_block(3), log_dir=logs) as chain:
         t0 = time.time()
         with tqdm(total=len(cases), desc="fuzz", unit="req") as bar:
             res = run_fuzz(chain.url, cases, workers=4, progress=bar)

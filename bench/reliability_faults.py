@@ -18,28 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from cmva.serving.launcher import start_chain
+from cmva.serving.launcher import free_port_block, start_chain
 from cmva.storage import ArtifactNotFoundError, LocalStore, S3Store, StorageError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_block(n: int, start: int = 18000) -> int:
-    """The first port P such that P…P+n-1 are all free on loopback."""
-    for base in range(start, 30000, 50):
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 # --- (b) one agent killed under load -------------------------------------------------------------------
@@ -58,7 +40,7 @@ def kill_agent_under_load(
         "parameters": {"max_new_tokens": 4},
     }
     t_start = time.time()
-    port = free_block(8, 21000)
+    port = free_port_block(8)
     with start_chain(
         str(artifacts), "separate", port, log_dir=artifacts / "serve-logs" / "kill", agent_timeout_s=30
     ) as chain:
@@ -127,7 +109,7 @@ class CuttableProxy:
     """A loopback TCP proxy to `upstream_port` that can be cut (listener and every connection closed) and restarted."""
 
     def __init__(self, upstream_port: int):
-        self.upstream, self.port = upstream_port, free_block(1, 24000)
+        self.upstream, self.port = upstream_port, free_port_block(1)
         self.bytes_up, self.connections = 0, 0
         self._socks: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -196,7 +178,7 @@ def s3_cut_during_publish(work: Path, n_files: int = 40, file_mb: int = 1, cut_f
     src.mkdir(parents=True)
     for i in range(n_files):
         (src / f"shard-{i:03d}.bin").write_bytes(os.urandom(file_mb << 20))
-    moto_port = free_block(1, 25000)
+    moto_port = free_port_block(1)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port)
     moto.start()
     creds = dict(access_key="testing", secret_key="testing", region="us-east-1", max_retries=1, backoff_s=0.05)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,26 +40,6 @@ QUESTIONS = [
     "Can I read my teenager's diary if I'm worried about her?",
     "Should I tell my friend her boyfriend is cheating?",
 ]
-
-
-def free_port_block(n: int = 8) -> int:
-    """A port p with p … p+n-1 free on loopback."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        if p + n < 65000 and all(_free(p + i) for i in range(n)):
-            return p
-    raise RuntimeError("no block of free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 class RssSampler:
@@ -122,9 +101,9 @@ def throughput(url: str, clients: int, per_client: int, tokens: int) -> float:
 
 
 def bench_topology(art: Path, topology: str, tokens: int, reps: int, per_client: int) -> dict:
-    from cmva.serving.launcher import start_chain
+    from cmva.serving.launcher import free_port_block, start_chain
 
-    port = free_port_block()
+    port = free_port_block(8)
     t0 = time.perf_counter()
     chain = start_chain(str(art), topology, port, log_dir=WORK / f"serve-logs-{topology}")
     start_s = time.perf_counter() - t0

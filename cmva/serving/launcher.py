@@ -8,7 +8,9 @@ One process per InferenceService of the topology:
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +43,25 @@ class Chain:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def free_port_block(n: int) -> int:
+    """A port P with P … P+n-1 free on loopback, from a random start (concurrent runs do not race for one block)."""
+    start = random.randrange(20000, 40000, 50)
+    for base in range(start, start + 20000, 50):
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no block of {n} free ports on loopback")
 
 
 def _spawn(role: str, args: list[str], log_dir: Path, name: str) -> subprocess.Popen:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import kserve
 from kserve.errors import InvalidInput
+from pydantic import ValidationError
 
 from cmva.prompts import agent_messages, aggregator_messages
+from cmva.serving.schemas import Parameters, error_message
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +57,12 @@ def _instances(payload) -> list[dict]:
     return payload["instances"]
 
 
-def _tokens(payload) -> tuple[int, int]:
-    """(max_new_tokens, min_new_tokens) from the request's parameters."""
-    params = payload.get("parameters") or {}
-    n, m = params.get("max_new_tokens", 64), params.get("min_new_tokens", 0)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 512:
-        raise InvalidInput("parameters.max_new_tokens: expected an integer in [1, 512]")
-    if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m <= n:
-        raise InvalidInput("parameters.min_new_tokens: expected an integer in [0, max_new_tokens]")
-    return n, m
+def _parameters(payload) -> Parameters:
+    """The request's parameters, validated by the same model as the transformer's (400 naming the field)."""
+    try:
+        return Parameters.model_validate(payload.get("parameters") or {})
+    except ValidationError as e:
+        raise InvalidInput("parameters." + error_message(e)) from None
 
 
 class AgentModel(kserve.Model):
@@ -76,7 +75,8 @@ class AgentModel(kserve.Model):
 
     async def predict(self, payload, headers=None, response_headers=None) -> dict:
         jobs = []
-        for i, inst in enumerate(_instances(payload)):
+        instances, params = _instances(payload), _parameters(payload)
+        for i, inst in enumerate(instances):
             q = inst.get("question") if isinstance(inst, dict) else None
             if not isinstance(q, str) or not q.strip():
                 raise InvalidInput(f"instances.{i}.question: expected a non-empty string")
@@ -86,14 +86,13 @@ class AgentModel(kserve.Model):
                 raise InvalidInput(f"instances.{i}.values: {unknown} not served here (serving {self.values})")
             jobs += [(i, v, q) for v in wanted]
         texts = await self.backend.batcher.generate(
-            [agent_messages(q) for _, _, q in jobs], [v for _, v, _ in jobs], *_tokens(payload)
+            [agent_messages(q) for _, _, q in jobs],
+            [v for _, v, _ in jobs],
+            params.max_new_tokens,
+            params.min_new_tokens,
         )
-        preds = [{"answers": {}, "scores": {}} for _ in payload["instances"]]
-        scores = (
-            self.backend.rewards.score(texts)
-            if self.backend.rewards and (payload.get("parameters") or {}).get("scores", True)
-            else None
-        )
+        preds = [{"answers": {}, "scores": {}} for _ in instances]
+        scores = self.backend.rewards.score(texts) if self.backend.rewards and params.scores else None
         for k, ((i, v, _), t) in enumerate(zip(jobs, texts, strict=True)):
             preds[i]["answers"][v] = t
             if scores:
@@ -111,10 +110,13 @@ class AggregatorModel(kserve.Model):
 
     async def predict(self, payload, headers=None, response_headers=None) -> dict:
         prompts = []
-        for i, inst in enumerate(_instances(payload)):
+        instances, params = _instances(payload), _parameters(payload)
+        for i, inst in enumerate(instances):
             try:
                 prompts.append(aggregator_messages(inst["question"], inst["profile"], inst.get("answers") or {}))
             except (KeyError, TypeError, AttributeError):
                 raise InvalidInput(f"instances.{i}: expected question, profile and answers") from None
-        texts = await self.backend.batcher.generate(prompts, ["aggregator"] * len(prompts), *_tokens(payload))
+        texts = await self.backend.batcher.generate(
+            prompts, ["aggregator"] * len(prompts), params.max_new_tokens, params.min_new_tokens
+        )
         return {"predictions": [{"answer": t} for t in texts]}

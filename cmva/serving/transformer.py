@@ -106,7 +106,6 @@ class CMVATransformer(kserve.Model):
         v2 = isinstance(payload, InferRequest)
         req = parse_request(v2_to_v1(payload) if v2 else payload, self.values)
         needed = [[v for v, w in inst.profile.items() if w > 0] for inst in req.instances]
-        gen = {"max_new_tokens": req.parameters.max_new_tokens, "min_new_tokens": req.parameters.min_new_tokens}
         calls = []
         for route in self.routes:
             idx = [i for i, vs in enumerate(needed) if set(vs) & set(route.values)]
@@ -116,7 +115,7 @@ class CMVATransformer(kserve.Model):
                         {"question": req.instances[i].question, "values": [v for v in needed[i] if v in route.values]}
                         for i in idx
                     ],
-                    "parameters": {**gen, "scores": req.parameters.scores},
+                    "parameters": req.parameters.model_dump(),
                 }
                 calls.append((route, idx, self._call_agent(route, body)))
         results = await asyncio.gather(*(c for _, _, c in calls))
@@ -136,7 +135,7 @@ class CMVATransformer(kserve.Model):
             meta.append({"agents": agents[i], "skipped": skipped, "missing": missing, "degraded": bool(missing)})
         return {
             "instances": instances,
-            "parameters": gen,
+            "parameters": req.parameters.model_dump(exclude={"scores"}),
             "cmva": {"v2": v2, "meta": meta},
         }
 

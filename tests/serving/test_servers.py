@@ -4,40 +4,19 @@ a killed agent giving a degraded answer (both topologies, tiny model)."""
 from __future__ import annotations
 
 import json
-import random
-import socket
 
 import httpx
 import pytest
 
-from cmva.serving.launcher import start_chain
+from cmva.serving.launcher import free_port_block, start_chain
 
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
-
-
-def _free_block(n: int) -> int:
-    # A random start: two test runs on one machine do not race for the same block.
-    start = random.randrange(20000, 40000, 50)
-    for base in range(start, start + 20000, 50):
-        try:
-            socks = []
-            for p in range(base, base + n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            for s in socks:
-                s.close()
-            return base
-        except OSError:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 @pytest.fixture(scope="module")
 def packed(smoke_run, tmp_path_factory):
     out, _, _ = smoke_run
-    with start_chain(str(out), "packed", _free_block(3), log_dir=tmp_path_factory.mktemp("logs")) as chain:
+    with start_chain(str(out), "packed", free_port_block(3), log_dir=tmp_path_factory.mktemp("logs")) as chain:
         yield chain
 
 
@@ -156,7 +135,7 @@ def test_health_and_metrics(packed):
 
 def test_separate_topology_degrades_when_an_agent_dies(smoke_run, tmp_path):
     out, _, _ = smoke_run
-    with start_chain(str(out), "separate", _free_block(8), log_dir=tmp_path, agent_timeout_s=30) as chain:
+    with start_chain(str(out), "separate", free_port_block(8), log_dir=tmp_path, agent_timeout_s=30) as chain:
         body = {"instances": [{"question": "Can I read my sister's diary?", "profile": {"care": 1.0, "fairness": 1.0}}]}
         ok = _predict(chain.url, body)
         assert ok.status_code == 200 and ok.json()["predictions"][0]["degraded"] is False
