@@ -87,7 +87,7 @@ def evaluate(
     from cmva.aggregator import agent_answers, cmva_answers, profile_dict
     from cmva.baselines import few_shot_examples, few_shot_jobs, prompt_aggregation_jobs, pt_jobs, weighted_merge_jobs
     from cmva.data import load_mic
-    from cmva.engine import Engine
+    from cmva.engine import BASE, Engine
     from cmva.rewards import RewardModel
 
     cfg = cfg or EvalCfg()
@@ -107,11 +107,21 @@ def evaluate(
     adapters["aggregator"] = art / "aggregator"
     engine = Engine(art / "base", adapters)
     rewards = RewardModel.load(art / "rewards")
+    phases: dict[str, float] = {}
+    tick = time.time()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        phases[name] = round(time.time() - tick, 1)
+        tick = time.time()
+
+    lap("load")
 
     # Phase 1, one mixed-adapter pass: every agent on every question, the PT model, the few-shot prompt.
     all_agents = agent_answers(
         engine, questions, [names] * len(rows), cfg.max_new_tokens, cfg.batch_size, progress="eval: agents"
     )
+    lap("agents")
     examples = few_shot_examples(train_rows, values, cfg.fewshot_examples, cfg.seed)
     jobs = pt_jobs(questions) + few_shot_jobs(questions, profiles, values, examples)
     texts = engine.generate(
@@ -119,15 +129,21 @@ def evaluate(
     )
     n = len(rows)
     preds: dict[str, list[str]] = {"pt": texts[:n], "few-shot": texts[n:]}
+    lap("pt+few-shot")
 
     # Phase 2: systems that read the agents' answers, and the merged adapters.
     rng = random.Random(cfg.seed)
     sens_idx = list(range(min(cfg.sensitivity_questions, n)))
+    pool = {BASE, *names}
     sens_profiles = [(i, p) for i in sens_idx for p in random_profiles(names, cfg.sensitivity_profiles, rng)]
     agg_q = questions + [questions[i] for i, _ in sens_profiles]
     agg_p = profiles + [p for _, p in sens_profiles]
     agg_a = all_agents + [all_agents[i] for i, _ in sens_profiles]
-    jobs = prompt_aggregation_jobs(agg_q, agg_p, agg_a) + weighted_merge_jobs(engine, questions, profiles)
+    # A merge of one agent (weight 1) is that agent, of none the PT model: their answers are already here.
+    merge_jobs = weighted_merge_jobs(engine, questions, profiles)
+    merged = {i: preds["pt"][i] if a == BASE else all_agents[i][a] for i, (_, a) in enumerate(merge_jobs) if a in pool}
+    todo = [i for i in range(n) if i not in merged]
+    jobs = prompt_aggregation_jobs(agg_q, agg_p, agg_a) + [merge_jobs[i] for i in todo]
     texts = engine.generate(
         [m for m, _ in jobs],
         [a for _, a in jobs],
@@ -136,12 +152,16 @@ def evaluate(
         progress="eval: prompt-aggregation, merge",
     )
     m = len(agg_q)
-    prompt_agg_all, preds["weighted-merge"] = texts[:m], texts[m:]
+    prompt_agg_all = texts[:m]
+    merged.update(zip(todo, texts[m:], strict=True))
+    preds["weighted-merge"] = [merged[i] for i in range(n)]
     preds["prompt-aggregation"] = prompt_agg_all[:n]
+    lap("prompt-aggregation+merge")
     cmva_all = cmva_answers(
         engine, agg_q, agg_p, agg_a, cfg.max_new_tokens, batch_size=cfg.batch_size, progress="eval: CMVA-GS"
     )
     preds[CMVA] = cmva_all[:n]
+    lap("cmva-gs")
 
     # ROUGE against MIC's ground truth (rows that have one).
     has_target = [i for i, r in enumerate(rows) if r["target"]]
@@ -205,6 +225,7 @@ def evaluate(
         "sensitivity": sens,
         "value_scores": system_value_scores,
         "wall_s": round(time.time() - t0, 1),
+        "phases_s": phases,
         "config": cfg.model_dump(),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))

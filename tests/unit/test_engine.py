@@ -45,3 +45,55 @@ def test_weighted_merge_is_exact_lora_sum(tiny_base, tmp_path):
 
     expected = 0.75 * delta("care") + 0.25 * delta("fairness")
     assert torch.allclose(delta(name), expected, atol=1e-6)
+
+
+def test_batches_bounded_by_padded_tokens():
+    from cmva.engine import plan_batches
+
+    lengths = [10] * 6 + [200, 210]
+    batches = plan_batches(list(range(8)), lengths, batch_size=4, max_tokens=400, new_tokens=20)
+    assert sorted(i for b in batches for i in b) == list(range(8))  # every row once, order kept
+    assert [i for b in batches for i in b] == list(range(8))
+    assert all(len(b) <= 4 for b in batches)
+    # The long rows do not share a batch with short ones, and each batch's padded size stays within budget
+    # (a single row may exceed it).
+    for b in batches:
+        assert len(b) == 1 or len(b) * (max(lengths[i] for i in b) + 20) <= 400
+    assert [6] in batches and [7] in batches
+
+
+def test_long_prompt_batches_give_same_text(tiny_base):
+    eng = Engine(tiny_base)
+    prompts = [agent_messages("Is it fair? " * k) for k in (1, 2, 40, 3)]
+    budget = eng.generate(prompts, max_new_tokens=6, batch_size=4, max_batch_tokens=64)
+    one_by_one = [eng.generate([p], max_new_tokens=6)[0] for p in prompts]
+    assert budget == one_by_one
+
+
+def test_merge_of_one_adapter_is_that_adapter(tiny_base, tmp_path):
+    eng = Engine(tiny_base, {"care": _random_adapter(tiny_base, tmp_path / "care", 3)})
+    assert eng.add_weighted_adapter("only-care", {"care": 1.0, "fairness": 0.0}) == "care"
+    assert eng.add_weighted_adapter("none", {"care": 0.0}) == BASE
+    assert "only-care" not in eng.adapters
+
+
+def test_fused_mixed_batch_matches_peft_mixed_batch(tiny_base, tmp_path):
+    adapters = {n: _random_adapter(tiny_base, tmp_path / n, 20 + i) for i, n in enumerate(("care", "loyalty"))}
+    eng = Engine(tiny_base, adapters)
+    assert eng._mixed is not None
+    texts = [eng.chat_prompt(agent_messages(q)) for q in ("Is it fair?", "Should I stay loyal to my team?", "Hi")]
+    enc = eng.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    names = ["loyalty", BASE, "care"]
+    with torch.inference_mode():
+        peft_logits = eng.model(**enc, adapter_names=names).logits
+        with eng._mixed.rows(names):
+            fused_logits = eng.model(**enc).logits
+        with eng.model.disable_adapter():
+            base_logits = eng.model(**enc).logits
+    assert torch.allclose(fused_logits, peft_logits, atol=1e-5)
+    assert torch.allclose(fused_logits[1], base_logits[1], atol=1e-5)  # the __base__ row
+    assert not torch.allclose(fused_logits[0], base_logits[0], atol=1e-3)  # the adapters change the others
+    # peft's LoRA weights are views into the concatenated factors: nothing stored twice.
+    layer = eng._mixed.layers[0]
+    a = layer.module.lora_A["loyalty"].weight
+    assert a.untyped_storage().data_ptr() == layer.a_cat.untyped_storage().data_ptr()
