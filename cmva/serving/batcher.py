@@ -10,7 +10,9 @@ from collections.abc import Sequence
 class MicroBatcher:
     """Collects (prompt, adapter) jobs for `window_s`, then generates them in one batch."""
 
-    def __init__(self, engine, max_batch: int = 32, window_s: float = 0.01):
+    # 64 rows: eight concurrent chain requests are 40 agent jobs, one batch (the engine still splits a batch
+    # by padded tokens, so long prompts do not make it huge).
+    def __init__(self, engine, max_batch: int = 64, window_s: float = 0.01):
         self.engine, self.max_batch, self.window_s = engine, max_batch, window_s
         self._pending: list[tuple[list, str, tuple[int, int], asyncio.Future]] = []
         self._wake: asyncio.Event | None = None

@@ -61,6 +61,7 @@ def main_transformer(argv=None) -> None:
     from kserve.model_server import app
 
     from cmva.serving.openai_route import add_openai_route
+    from cmva.serving.strict_json import StrictJsonNumbers
     from cmva.serving.transformer import CMVATransformer, parse_routes
 
     p = _parser("cmva transformer: validation, agent fan-out, aggregator call")
@@ -73,4 +74,5 @@ def main_transformer(argv=None) -> None:
         args.model_name, values, parse_routes(args.agents, values), args.agent_timeout_s, args.agent_retries
     )
     add_openai_route(app, model)
+    app.add_middleware(StrictJsonNumbers)  # NaN/Infinity in a body: 400 naming the field, not a position
     kserve.ModelServer(http_port=args.http_port, enable_grpc=False).start([model])

@@ -127,6 +127,28 @@ def test_openai_route_bad_bodies_get_400(packed, content, field):
     assert r.json()["error"]["message"].startswith(field)
 
 
+@pytest.mark.parametrize(
+    "path, content, field",
+    [
+        (
+            "/v1/models/cmva:predict",
+            '{"instances": [{"question": "q?", "profile": {"care": 1, "loyalty": -Infinity}}]}',
+            "instances.0.profile.loyalty",
+        ),  # found by bench/reliability: was "Unrecognized request format: … line 1 column 62"
+        ("/v1/models/cmva:predict", '{"instances": [{"question": "q?", "profile": {"care": NaN}}]}', "care"),
+        (
+            "/v2/models/cmva/infer",
+            '{"inputs": [{"name": "question", "shape": [1], "datatype": "FP32", "data": [Infinity]}]}',
+            "inputs.0.data.0",
+        ),
+    ],
+)
+def test_non_json_numbers_get_400_naming_the_field(packed, path, content, field):
+    r = httpx.post(f"{packed.url}{path}", content=content, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]
+
+
 def test_health_and_metrics(packed):
     assert httpx.get(f"{packed.url}/v2/health/ready", timeout=10).status_code == 200
     m = httpx.get(f"{packed.url}/metrics", timeout=10)
