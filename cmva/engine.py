@@ -72,20 +72,23 @@ class Engine:
                 model.load_adapter(str(path), adapter_name=name, is_trainable=False)
             self.adapters = [n for n, _ in items]
         self.model = model.eval()
-        self._mixed = self._mixed_lora()
+        self._mixed = None  # the fused path for the adapters in `_mixed_for` (built at the first mixed batch)
+        self._mixed_for: tuple[str, ...] = ()
         self._lock = threading.Lock()  # generate() is not re-entrant on one model
 
     def _mixed_lora(self):
-        """The fused mixed-adapter path (cmva.mixed_lora), or None to use peft's (adapter variants, no adapters)."""
-        if not self.adapters:
-            return None
-        from cmva.mixed_lora import MixedLora
+        """The fused mixed-adapter path (cmva.mixed_lora) for the current adapters, or None to use peft's
+        (adapter variants). Rebuilt only when adapters were added since (one rebuild, not one per merge)."""
+        if self._mixed_for != tuple(self.adapters):
+            from cmva.mixed_lora import MixedLora
 
-        try:
-            return MixedLora(self.model, self.adapters)
-        except ValueError as e:
-            log.info("mixed-adapter batches use peft's path: %s", e)
-            return None
+            self._mixed_for = tuple(self.adapters)
+            try:
+                self._mixed = MixedLora(self.model, self.adapters)
+            except ValueError as e:
+                log.info("mixed-adapter batches use peft's path: %s", e)
+                self._mixed = None
+        return self._mixed
 
     def add_weighted_adapter(self, name: str, weights: Mapping[str, float]) -> str:
         """Merge agents' adapters into a new adapter with delta = Σ w_i ΔW_i (P-Soups style).
@@ -101,7 +104,6 @@ class Engine:
         if name not in self.adapters:
             self.model.add_weighted_adapter(names, [weights[a] for a in names], name, combination_type="cat")
             self.adapters.append(name)
-            self._mixed = self._mixed_lora()
         return name
 
     def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> str:
@@ -169,8 +171,8 @@ class Engine:
                 elif len(batch_names) == 1:
                     self.model.set_adapter(batch_names.pop())
                     gen = self.model.generate(**enc, **kwargs)
-                elif self._mixed is not None:  # rows with different adapters: two matmuls per LoRA layer
-                    with self._mixed.rows([names[i] for i in idx]):
+                elif (fused := self._mixed_lora()) is not None:  # mixed rows: two matmuls per LoRA layer
+                    with fused.rows([names[i] for i in idx]):
                         gen = self.model.generate(**enc, **kwargs)
                 else:  # peft's mixed-adapter batch (loops over the adapters in every layer)
                     gen = self.model.generate(**enc, adapter_names=[names[i] for i in idx], **kwargs)

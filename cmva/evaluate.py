@@ -134,14 +134,17 @@ def evaluate(
     # Phase 2: systems that read the agents' answers, and the merged adapters.
     rng = random.Random(cfg.seed)
     sens_idx = list(range(min(cfg.sensitivity_questions, n)))
-    pool = {BASE, *names}
     sens_profiles = [(i, p) for i in sens_idx for p in random_profiles(names, cfg.sensitivity_profiles, rng)]
     agg_q = questions + [questions[i] for i, _ in sens_profiles]
     agg_p = profiles + [p for _, p in sens_profiles]
     agg_a = all_agents + [all_agents[i] for i, _ in sens_profiles]
     # A merge of one agent (weight 1) is that agent, of none the PT model: their answers are already here.
     merge_jobs = weighted_merge_jobs(engine, questions, profiles)
-    merged = {i: preds["pt"][i] if a == BASE else all_agents[i][a] for i, (_, a) in enumerate(merge_jobs) if a in pool}
+    merged = {
+        i: preds["pt"][i] if a == BASE else all_agents[i][a]
+        for i, (_, a) in enumerate(merge_jobs)
+        if a in {BASE, *names}
+    }
     todo = [i for i in range(n) if i not in merged]
     jobs = prompt_aggregation_jobs(agg_q, agg_p, agg_a) + [merge_jobs[i] for i in todo]
     texts = engine.generate(

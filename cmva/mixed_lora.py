@@ -21,8 +21,6 @@ from contextlib import contextmanager
 
 import torch
 
-BASE = "__base__"
-
 
 class _Layer:
     def __init__(self, module, adapters: Sequence[str]):

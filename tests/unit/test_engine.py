@@ -80,13 +80,14 @@ def test_merge_of_one_adapter_is_that_adapter(tiny_base, tmp_path):
 def test_fused_mixed_batch_matches_peft_mixed_batch(tiny_base, tmp_path):
     adapters = {n: _random_adapter(tiny_base, tmp_path / n, 20 + i) for i, n in enumerate(("care", "loyalty"))}
     eng = Engine(tiny_base, adapters)
-    assert eng._mixed is not None
+    fused = eng._mixed_lora()
+    assert fused is not None
     texts = [eng.chat_prompt(agent_messages(q)) for q in ("Is it fair?", "Should I stay loyal to my team?", "Hi")]
     enc = eng.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     names = ["loyalty", BASE, "care"]
     with torch.inference_mode():
         peft_logits = eng.model(**enc, adapter_names=names).logits
-        with eng._mixed.rows(names):
+        with fused.rows(names):
             fused_logits = eng.model(**enc).logits
         with eng.model.disable_adapter():
             base_logits = eng.model(**enc).logits
@@ -94,6 +95,6 @@ def test_fused_mixed_batch_matches_peft_mixed_batch(tiny_base, tmp_path):
     assert torch.allclose(fused_logits[1], base_logits[1], atol=1e-5)  # the __base__ row
     assert not torch.allclose(fused_logits[0], base_logits[0], atol=1e-3)  # the adapters change the others
     # peft's LoRA weights are views into the concatenated factors: nothing stored twice.
-    layer = eng._mixed.layers[0]
+    layer = fused.layers[0]
     a = layer.module.lora_A["loyalty"].weight
     assert a.untyped_storage().data_ptr() == layer.a_cat.untyped_storage().data_ptr()
