@@ -68,7 +68,7 @@ def main(argv=None) -> None:
         art = find_artifacts(a.artifacts, a.profile, [v.name for v in values])
         log.info("artifacts: %s", art)
         eval_dir = WORK / "quality-eval"
-        report = evaluate(art, eval_dir, values, SAMPLE_MIC, a.data, prof.evaluate)
+        report = evaluate(art, eval_dir, values, SAMPLE_MIC, a.data, prof.evaluate, prof.aggregator.skip_zero_weight)
     out = Path(a.out or RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     for png in ("rouge.png", "conformity.png"):

@@ -1,6 +1,6 @@
 """Moral agents: the PT model fine-tuned by RL against one value's reward, with a KL penalty to the PT model.
 
-TRL 1.x has no PPO; RLOO is used (DESIGN.md: "configure TRL, don't subclass it"). RLOO subtracts
+TRL 1.x has no PPO; RLOO is used (TRL is configured, not subclassed). RLOO subtracts
 `beta * KL(policy || PT)` from the reward before computing advantages, which is the paper's KL-penalised
 objective, and its leave-one-out baseline needs no value network (PPO's critic). With a LoRA
 `peft_config` the reference model is the base with the adapter disabled: no second model in memory.

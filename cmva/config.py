@@ -52,7 +52,7 @@ class StorageSettings(BaseSettings):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Run profiles (DESIGN.md §5). Each profile is one YAML recipe in cmva/recipes/, one section per stage.
+# Run profiles (README, "Profiles"). Each profile is one YAML recipe in cmva/recipes/, one section per stage.
 # ---------------------------------------------------------------------------------------------------
 from pydantic import BaseModel, ConfigDict  # noqa: E402
 
@@ -98,7 +98,7 @@ class AggregatorCfg(_Stage):
 
     agent_max_new_tokens: int = 48
     max_rows: int | None = None
-    skip_zero_weight: bool = True  # agents with c_i = 0 are not run (DESIGN.md §4)
+    skip_zero_weight: bool = True  # agents with c_i = 0 are not run (cmva.prompts)
     num_train_epochs: float = 2.0
     max_steps: int = -1
     learning_rate: float = 3e-4

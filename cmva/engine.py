@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from cmva.models import load_causal_lm, load_tokenizer
@@ -55,6 +57,12 @@ def plan_batches(
 class Engine:
     """Base model + named LoRA adapters, generating greedy or sampled text for mixed-adapter batches."""
 
+    # Total LoRA rank the fused mixed-adapter path may hold. Every row pays for all of it: R·(in + out)
+    # multiply-adds per token and layer, vs in·out for the base layer (SmolLM2-135M: 576×576 attention).
+    # 128 = five agents + the aggregator at rank 16 with room to spare (≤ ~45 % over the base projection);
+    # a batch of many rank-48 weighted merges would cost several base layers, so it takes peft's path.
+    MAX_FUSED_RANK = 128
+
     def __init__(self, base_path: str | Path, adapters: Mapping[str, str | Path] | None = None, dtype: str = "float32"):
         import torch
 
@@ -72,23 +80,38 @@ class Engine:
                 model.load_adapter(str(path), adapter_name=name, is_trainable=False)
             self.adapters = [n for n, _ in items]
         self.model = model.eval()
-        self._mixed = None  # the fused path for the adapters in `_mixed_for` (built at the first mixed batch)
-        self._mixed_for: tuple[str, ...] = ()
+        self._mixed = None  # the fused path over the adapters in `_mixed_for` (built at the first mixed batch)
+        self._mixed_for: frozenset[str] = frozenset()
         self._lock = threading.Lock()  # generate() is not re-entrant on one model
+        # Generation batches per path (single adapter, fused mixed, peft mixed, base): reported by evaluation.
+        self.path_counts: Counter[str] = Counter()
 
-    def _mixed_lora(self):
-        """The fused mixed-adapter path (cmva.mixed_lora) for the current adapters, or None to use peft's
-        (adapter variants). Rebuilt only when adapters were added since (one rebuild, not one per merge)."""
-        if self._mixed_for != tuple(self.adapters):
-            from cmva.mixed_lora import MixedLora
+    def _mixed_lora(self, batch: Sequence[str]):
+        """The fused mixed-adapter path (cmva.mixed_lora) covering the adapters of `batch`, or None to use
+        peft's path. The current one is kept while it covers the batch (serving converges on one set: the
+        agents); it grows to the union while the total rank stays ≤ MAX_FUSED_RANK, else it covers this batch
+        alone; a batch whose own adapters exceed the cap (e.g. many weighted merges of rank 16 × k) goes to
+        peft's path, whose cost grows with each row's rank, not with the sum over the batch.
+        """
+        wanted = frozenset(batch) - {BASE}
+        if self._mixed is not None and wanted <= self._mixed_for:
+            return self._mixed
+        for cand in (wanted | self._mixed_for, wanted):
+            if self._total_rank(cand) <= self.MAX_FUSED_RANK:
+                break
+        else:
+            return None
+        from cmva.mixed_lora import MixedLora
 
-            self._mixed_for = tuple(self.adapters)
-            try:
-                self._mixed = MixedLora(self.model, self.adapters)
-            except ValueError as e:
-                log.info("mixed-adapter batches use peft's path: %s", e)
-                self._mixed = None
+        try:
+            self._mixed, self._mixed_for = MixedLora(self.model, sorted(cand)), cand
+        except ValueError as e:
+            log.info("mixed-adapter batches use peft's path: %s", e)
+            self._mixed, self._mixed_for = None, frozenset()
         return self._mixed
+
+    def _total_rank(self, adapters) -> int:
+        return sum(self.model.peft_config[a].r for a in adapters)
 
     def add_weighted_adapter(self, name: str, weights: Mapping[str, float]) -> str:
         """Merge agents' adapters into a new adapter with delta = Σ w_i ΔW_i (P-Soups style).
@@ -163,19 +186,22 @@ class Engine:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             batch_names = {names[i] for i in idx}
             with self._lock, torch.inference_mode():
-                if not self.adapters:
-                    gen = self.model.generate(**enc, **kwargs)
-                elif batch_names == {BASE}:
-                    with self.model.disable_adapter():
+                if not self.adapters or batch_names == {BASE}:
+                    path = "base"
+                    with self.model.disable_adapter() if self.adapters else nullcontext():
                         gen = self.model.generate(**enc, **kwargs)
                 elif len(batch_names) == 1:
+                    path = "single"
                     self.model.set_adapter(batch_names.pop())
                     gen = self.model.generate(**enc, **kwargs)
-                elif (fused := self._mixed_lora()) is not None:  # mixed rows: two matmuls per LoRA layer
+                elif (fused := self._mixed_lora(batch_names)) is not None:  # mixed rows: two matmuls per LoRA layer
+                    path = "fused-mixed"
                     with fused.rows([names[i] for i in idx]):
                         gen = self.model.generate(**enc, **kwargs)
                 else:  # peft's mixed-adapter batch (loops over the adapters in every layer)
+                    path = "peft-mixed"
                     gen = self.model.generate(**enc, adapter_names=[names[i] for i in idx], **kwargs)
+                self.path_counts[path] += 1
             new = gen[:, enc["input_ids"].shape[1] :]
             for i, text in zip(idx, self.tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
                 out[i] = text.strip()

@@ -14,6 +14,7 @@ import random
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +59,59 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def random_profiles(values: Sequence[str], n: int, rng: random.Random) -> list[dict[str, float]]:
-    """Profiles with weights in {0, 0.25, …, 1}, at least two distinct weights (so Spearman is defined)."""
+    """Profiles with weights in {0, 0.25, …, 1}, at least two of them positive (so the weighted merge combines
+    agents) and at least two distinct weights (so Spearman is defined)."""
     out = []
     while len(out) < n:
         p = {v: rng.choice((0.0, 0.25, 0.5, 0.75, 1.0)) for v in values}
-        if len(set(p.values())) >= 2 and max(p.values()) > 0:
+        if len(set(p.values())) >= 2 and sum(w > 0 for w in p.values()) >= 2:
             out.append(p)
     return out
+
+
+def centred_by_question(scores: Sequence[Sequence[float]], groups: Sequence[object]) -> np.ndarray:
+    """Each answer's value scores minus the mean, per value, over the answers to the same question.
+
+    Value classifiers have different base rates (an answer's care score is usually above its loyalty score
+    whatever it says); centring per value within a question leaves only what the profile changed.
+
+    Example:
+        >>> centred_by_question([[0.9, 0.2], [0.7, 0.4], [0.5, 0.5]], ["q1", "q1", "q2"]).round(2).tolist()
+        [[0.1, -0.1], [-0.1, 0.1], [0.0, 0.0]]
+    """
+    arr = np.asarray(scores, dtype=float)
+    out = np.empty_like(arr)
+    keys = list(groups)
+    for g in set(keys):
+        idx = [k for k, x in enumerate(keys) if x == g]
+        out[idx] = arr[idx] - arr[idx].mean(axis=0)
+    return out
+
+
+def sensitivity(
+    profiles: Sequence[Mapping[str, float]], scores: Mapping[str, Sequence[float]], groups: Sequence[object]
+) -> dict:
+    """Mean Spearman between each requested profile and the answer's value scores centred per question."""
+    names = list(profiles[0]) if profiles else []
+    centred = centred_by_question([[scores[v][k] for v in names] for k in range(len(profiles))], groups)
+    rhos = [spearman([p[v] for v in names], list(c)) for p, c in zip(profiles, centred, strict=True)]
+    ok = [r for r in rhos if not np.isnan(r)]
+    # n: answers whose Spearman is defined (an answer equal to every other answer to its question centres to 0).
+    return {"mean_spearman": float(np.mean(ok)) if ok else float("nan"), "n": len(ok), "answers": len(profiles)}
+
+
+@dataclass
+class Generations:
+    """Every text the evaluation generated: per test row, and per sensitivity probe (row index, profile)."""
+
+    questions: list[str]
+    profiles: list[dict[str, float]]
+    agents: list[dict[str, str]]  # every agent's answer to every test question
+    preds: dict[str, list[str]]  # system -> one answer per test row
+    probes: list[tuple[int, dict[str, float]]]
+    probe_preds: dict[str, list[str]]  # system -> one answer per probe
+    merged_multi: int  # merged adapters built from ≥ 2 agents
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate(
@@ -74,6 +121,7 @@ def evaluate(
     train_mic: str | Path,
     data: str | Path | None = None,
     cfg: EvalCfg | None = None,
+    skip_zero_weight: bool = True,
 ) -> dict:
     """Run every system on the test rows and write generations.jsonl, report.json, report.md and plots.
 
@@ -83,11 +131,11 @@ def evaluate(
         values: The run's moral values.
         train_mic: The MIC-schema file the run trained on (few-shot examples come from its train split).
         data: Any MIC-schema CSV to evaluate on (default: the test split of `train_mic`).
+        cfg: Evaluation settings (the recipe's `evaluate` section).
+        skip_zero_weight: The run's aggregator setting: agents with c_i = 0 left out of the aggregator's input.
     """
-    from cmva.aggregator import agent_answers, cmva_answers, profile_dict
-    from cmva.baselines import few_shot_examples, few_shot_jobs, prompt_aggregation_jobs, pt_jobs, weighted_merge_jobs
     from cmva.data import load_mic
-    from cmva.engine import BASE, Engine
+    from cmva.engine import Engine
     from cmva.rewards import RewardModel
 
     cfg = cfg or EvalCfg()
@@ -100,13 +148,40 @@ def evaluate(
         raise ValueError(f"{data or train_mic}: no test rows to evaluate")
     rows = list(test)[: cfg.max_rows] if cfg.max_rows else list(test)
     train_rows = list(load_mic(train_mic, values, split="train")[0])
-    questions = [r["question"] for r in rows]
-    profiles = [profile_dict(names, r["profile"]) for r in rows]
-
     adapters = {v: art / "agents" / v for v in names}
     adapters["aggregator"] = art / "aggregator"
     engine = Engine(art / "base", adapters)
     rewards = RewardModel.load(art / "rewards")
+    load_s = round(time.time() - t0, 1)
+
+    gens = generate(engine, rows, train_rows, values, cfg, skip_zero_weight)
+    gens.phases = {"load": load_s, **gens.phases}
+    report = {
+        "data": str(data or train_mic),
+        "rows": len(rows),
+        "rows_with_target": sum(bool(r["target"]) for r in rows),
+        "load": report_load.summary(),
+        **score(gens, rows, rewards, names),
+        "merges": {"profiles_with_2plus_agents": gens.merged_multi},
+        "engine_batches": dict(engine.path_counts),  # which generation paths ran (fused mixed, peft mixed, …)
+        "wall_s": round(time.time() - t0, 1),
+        "phases_s": gens.phases,
+        "config": {**cfg.model_dump(), "skip_zero_weight": skip_zero_weight},
+    }
+    write_report(out, report, gens, rows, names)
+    log.info("evaluation written to %s", out)
+    return report
+
+
+def generate(engine, rows, train_rows, values: Sequence[MoralValue], cfg: EvalCfg, skip_zero_weight: bool):
+    """Every system's answers: test rows (ROUGE, conformity) and sensitivity probes (graded profiles)."""
+    from cmva.aggregator import agent_answers, cmva_answers, profile_dict
+    from cmva.baselines import few_shot_examples, few_shot_jobs, prompt_aggregation_jobs, pt_jobs
+
+    names = [v.name for v in values]
+    questions = [r["question"] for r in rows]
+    profiles = [profile_dict(names, r["profile"]) for r in rows]
+    n, gen_kw = len(rows), dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     phases: dict[str, float] = {}
     tick = time.time()
 
@@ -115,128 +190,94 @@ def evaluate(
         phases[name] = round(time.time() - tick, 1)
         tick = time.time()
 
-    lap("load")
-
-    # Phase 1, one mixed-adapter pass: every agent on every question, the PT model, the few-shot prompt.
-    all_agents = agent_answers(
-        engine, questions, [names] * len(rows), cfg.max_new_tokens, cfg.batch_size, progress="eval: agents"
-    )
+    # Phase 1, one mixed-adapter pass: every agent on every question; then the PT model and the few-shot prompt.
+    all_agents = agent_answers(engine, questions, [names] * n, progress="eval: agents", **gen_kw)
     lap("agents")
     examples = few_shot_examples(train_rows, values, cfg.fewshot_examples, cfg.seed)
     jobs = pt_jobs(questions) + few_shot_jobs(questions, profiles, values, examples)
-    texts = engine.generate(
-        [m for m, _ in jobs], [a for _, a in jobs], cfg.max_new_tokens, cfg.batch_size, progress="eval: baselines"
-    )
-    n = len(rows)
+    texts = engine.generate([m for m, _ in jobs], [a for _, a in jobs], progress="eval: baselines", **gen_kw)
     preds: dict[str, list[str]] = {"pt": texts[:n], "few-shot": texts[n:]}
     lap("pt+few-shot")
 
-    # Phase 2: systems that read the agents' answers, and the merged adapters.
+    # Phase 2: systems that read the agents' answers or merge their adapters, on test rows + probes.
     rng = random.Random(cfg.seed)
-    sens_idx = list(range(min(cfg.sensitivity_questions, n)))
-    sens_profiles = [(i, p) for i in sens_idx for p in random_profiles(names, cfg.sensitivity_profiles, rng)]
-    agg_q = questions + [questions[i] for i, _ in sens_profiles]
-    agg_p = profiles + [p for _, p in sens_profiles]
-    agg_a = all_agents + [all_agents[i] for i, _ in sens_profiles]
-    # A merge of one agent (weight 1) is that agent, of none the PT model: their answers are already here.
-    merge_jobs = weighted_merge_jobs(engine, questions, profiles)
-    merged = {
-        i: preds["pt"][i] if a == BASE else all_agents[i][a]
-        for i, (_, a) in enumerate(merge_jobs)
-        if a in {BASE, *names}
-    }
-    todo = [i for i in range(n) if i not in merged]
-    jobs = prompt_aggregation_jobs(agg_q, agg_p, agg_a) + [merge_jobs[i] for i in todo]
-    texts = engine.generate(
-        [m for m, _ in jobs],
-        [a for _, a in jobs],
-        cfg.max_new_tokens,
-        cfg.batch_size,
-        progress="eval: prompt-aggregation, merge",
+    probes = [
+        (i, p)
+        for i in range(min(cfg.sensitivity_questions, n))
+        for p in random_profiles(names, cfg.sensitivity_profiles, rng)
+    ]
+    agg_q = questions + [questions[i] for i, _ in probes]
+    agg_p = profiles + [p for _, p in probes]
+    agg_a = all_agents + [all_agents[i] for i, _ in probes]
+    merged, merged_multi = weighted_merge(
+        engine, agg_q, agg_p, agg_a, preds["pt"] + [preds["pt"][i] for i, _ in probes], gen_kw
     )
-    m = len(agg_q)
-    prompt_agg_all = texts[:m]
-    merged.update(zip(todo, texts[m:], strict=True))
-    preds["weighted-merge"] = [merged[i] for i in range(n)]
-    preds["prompt-aggregation"] = prompt_agg_all[:n]
+    pa_jobs = prompt_aggregation_jobs(agg_q, agg_p, agg_a, skip_zero_weight)
+    prompt_agg = engine.generate(
+        [m for m, _ in pa_jobs], [a for _, a in pa_jobs], progress="eval: prompt-aggregation", **gen_kw
+    )
     lap("prompt-aggregation+merge")
     cmva_all = cmva_answers(
-        engine, agg_q, agg_p, agg_a, cfg.max_new_tokens, batch_size=cfg.batch_size, progress="eval: CMVA-GS"
+        engine, agg_q, agg_p, agg_a, skip_zero_weight=skip_zero_weight, progress="eval: CMVA-GS", **gen_kw
     )
-    preds[CMVA] = cmva_all[:n]
     lap("cmva-gs")
+    both = {CMVA: cmva_all, "prompt-aggregation": prompt_agg, "weighted-merge": merged}
+    preds.update({s: t[:n] for s, t in both.items()})
+    return Generations(
+        questions, profiles, all_agents, preds, probes, {s: t[n:] for s, t in both.items()}, merged_multi, phases
+    )
 
-    # ROUGE against MIC's ground truth (rows that have one).
+
+def weighted_merge(engine, questions, profiles, agents, pt_answers, gen_kw) -> tuple[list[str], int]:
+    """Answers of the agents' adapters merged with weights c / Σc. A merge of one agent (weight 1) is that agent,
+    of none the PT model: those answers are reused. Returns (answers, merged adapters built from ≥ 2 agents)."""
+    from cmva.baselines import weighted_merge_jobs
+    from cmva.engine import BASE
+
+    jobs = weighted_merge_jobs(engine, questions, profiles)
+    known = {
+        i: pt_answers[i] if a == BASE else agents[i][a] for i, (_, a) in enumerate(jobs) if a == BASE or a in agents[i]
+    }
+    todo = [i for i in range(len(jobs)) if i not in known]
+    texts = engine.generate([jobs[i][0] for i in todo], [jobs[i][1] for i in todo], progress="eval: merge", **gen_kw)
+    known.update(zip(todo, texts, strict=True))
+    return [known[i] for i in range(len(jobs))], len({jobs[i][1] for i in todo})
+
+
+def score(gens: Generations, rows, rewards, names: Sequence[str]) -> dict:
+    """ROUGE against MIC's ground truth, agent conformity (paper Table 1), profile sensitivity, value scores."""
     has_target = [i for i, r in enumerate(rows) if r["target"]]
     rouge = rouge_table(
-        {s: [preds[s][i] for i in has_target] for s in SYSTEM_ORDER}, [rows[i]["target"] for i in has_target]
+        {s: [gens.preds[s][i] for i in has_target] for s in SYSTEM_ORDER}, [rows[i]["target"] for i in has_target]
     )
-
-    # Conformity (paper Table 1): each agent's answers vs the PT model's, scored by the value's reward model.
-    pt_scores = rewards.score(preds["pt"])
+    pt_scores = rewards.score(gens.preds["pt"])
     conformity = {}
     for v in names:
-        agent_score = rewards.score([a[v] for a in all_agents])[v]
+        agent_score = rewards.score([a[v] for a in gens.agents])[v]
         conformity[v] = {"pt": float(np.mean(pt_scores[v])), "agent": float(np.mean(agent_score))}
         conformity[v]["delta"] = conformity[v]["agent"] - conformity[v]["pt"]
+    probe_profiles = [p for _, p in gens.probes]
+    groups = [i for i, _ in gens.probes]
+    sens = {s: sensitivity(probe_profiles, rewards.score(t), groups) for s, t in gens.probe_preds.items()}
+    value_scores = {s: {v: float(np.mean(x)) for v, x in rewards.score(gens.preds[s]).items()} for s in SYSTEM_ORDER}
+    return {"rouge": rouge, "conformity": conformity, "sensitivity": sens, "value_scores": value_scores}
 
-    # Profile sensitivity: does the answer's value profile follow the requested one?
-    def sensitivity(answers: Sequence[str]) -> dict:
-        scores = rewards.score(list(answers))
-        rhos = [spearman(list(p.values()), [scores[v][k] for v in names]) for k, (_, p) in enumerate(sens_profiles)]
-        ok = [r for r in rhos if not np.isnan(r)]
-        return {"mean_spearman": float(np.mean(ok)) if ok else float("nan"), "n": len(ok)}
 
-    sens = {CMVA: sensitivity(cmva_all[n:]), "prompt-aggregation": sensitivity(prompt_agg_all[n:])}
-
-    system_value_scores = {s: {v: float(np.mean(x)) for v, x in rewards.score(preds[s]).items()} for s in SYSTEM_ORDER}
+def write_report(out: Path, report: dict, gens: Generations, rows, names: Sequence[str]) -> None:
+    """generations.jsonl (every text the numbers come from), report.json, report.md and the plots."""
     with open(out / "generations.jsonl", "w") as f:
         for i, r in enumerate(rows):
-            for s in SYSTEM_ORDER:
-                f.write(
-                    json.dumps({"row_id": r["id"], "system": s, "profile": profiles[i], "text": preds[s][i]}) + "\n"
-                )
-            for v in names:
-                f.write(
-                    json.dumps(
-                        {"row_id": r["id"], "system": f"agent:{v}", "profile": profiles[i], "text": all_agents[i][v]}
-                    )
-                    + "\n"
-                )
-        for k, (i, p) in enumerate(sens_profiles):
-            for s, texts_ in ((CMVA, cmva_all), ("prompt-aggregation", prompt_agg_all)):
-                f.write(
-                    json.dumps(
-                        {
-                            "row_id": rows[i]["id"],
-                            "system": s,
-                            "profile": p,
-                            "text": texts_[n + k],
-                            "probe": "sensitivity",
-                        }
-                    )
-                    + "\n"
-                )
-
-    report = {
-        "data": str(data or train_mic),
-        "rows": n,
-        "rows_with_target": len(has_target),
-        "load": report_load.summary(),
-        "rouge": rouge,
-        "conformity": conformity,
-        "sensitivity": sens,
-        "value_scores": system_value_scores,
-        "wall_s": round(time.time() - t0, 1),
-        "phases_s": phases,
-        "config": cfg.model_dump(),
-    }
+            texts = {s: gens.preds[s][i] for s in SYSTEM_ORDER} | {f"agent:{v}": gens.agents[i][v] for v in names}
+            for s, text in texts.items():
+                f.write(json.dumps({"row_id": r["id"], "system": s, "profile": gens.profiles[i], "text": text}) + "\n")
+        for k, (i, p) in enumerate(gens.probes):
+            for s, texts_ in gens.probe_preds.items():
+                rec = {"row_id": rows[i]["id"], "system": s, "profile": p, "text": texts_[k], "probe": "sensitivity"}
+                f.write(json.dumps(rec) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    plot_rouge(rouge, out / "rouge.png")
-    plot_conformity(conformity, out / "conformity.png")
+    plot_rouge(report["rouge"], out / "rouge.png")
+    plot_conformity(report["conformity"], out / "conformity.png")
     (out / "report.md").write_text(render_markdown(report))
-    log.info("evaluation written to %s", out)
-    return report
 
 
 def render_markdown(report: dict) -> str:
@@ -259,10 +300,15 @@ def render_markdown(report: dict) -> str:
     for v, c in report["conformity"].items():
         lines.append(f"| {v} | {c['pt']:.4f} | {c['agent']:.4f} | {c['delta']:+.4f} |")
     lines += ["", "![conformity](conformity.png)", "", "## Profile sensitivity", ""]
-    lines += ["Mean Spearman correlation between the requested profile and the answer's value scores:", ""]
-    lines += ["| system | mean Spearman | answers |", "|---|---|---|"]
+    lines += [
+        "Mean Spearman correlation between the requested profile (graded, ≥ 2 positive weights) and the answer's",
+        "value scores, each centred per value over the answers to the same question (so the classifiers' base",
+        "rates do not set the ranking; earlier reports used the raw scores):",
+        "",
+    ]
+    lines += ["| system | mean Spearman | answers (with a defined Spearman) |", "|---|---|---|"]
     for s, d in report["sensitivity"].items():
-        lines.append(f"| {s} | {d['mean_spearman']:.4f} | {d['n']} |")
+        lines.append(f"| {s} | {d['mean_spearman']:.4f} | {d.get('answers', d['n'])} ({d['n']}) |")
     return "\n".join(lines) + "\n"
 
 

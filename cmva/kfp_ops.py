@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,9 +141,13 @@ def evaluate_op(
     )
     metrics = {f"rougeL_{s}": r["rougeL"] for s, r in report["rouge"].items()}
     metrics.update({f"conformity_delta_{v}": c["delta"] for v, c in report["conformity"].items()})
-    metrics["sensitivity_cmva_gs"] = report["sensitivity"]["cmva-gs"]["mean_spearman"]
+    for system, sens in report["sensitivity"].items():
+        key = "sensitivity_" + system.replace("-", "_")
+        metrics[key], metrics[f"{key}_n"] = sens["mean_spearman"], sens["n"]
     md = (Path(out) / "report.md").read_text()
-    return {k: float(v) for k, v in metrics.items()}, md, report_html(md, Path(out))
+    # KFP metrics cannot hold NaN (e.g. a Spearman undefined on every answer): such a metric is left out, and
+    # its `_n` companion (0) says why; report.json keeps every value.
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}, md, report_html(md, Path(out))
 
 
 def report_html(markdown: str, out: Path) -> str:

@@ -11,7 +11,10 @@ Here every layer keeps its adapters' factors concatenated along the rank, A_cat 
 
 which is exactly Σ_a [row uses a] · scaling_a · B_a A_a x for vanilla LoRA (dropout is off at inference).
 peft's own weights become views into the concatenated tensors, so nothing is stored twice; the extra
-arithmetic (R instead of r columns) is a few percent of the base layer's.
+arithmetic (R instead of r columns) is a few percent of the base layer's. Those tensors are always built as
+ordinary tensors, outside inference mode, even when the first mixed batch arrives inside `torch.inference_mode()`:
+peft must still be able to set `requires_grad` on them when it adds, merges or deletes adapters later (an
+inference tensor refuses that).
 """
 
 from __future__ import annotations
@@ -58,11 +61,13 @@ class MixedLora:
 
         self.model = peft_model
         self.adapters = list(adapters)
-        self.layers = [
-            _Layer(m, self.adapters)
-            for m in peft_model.modules()
-            if isinstance(m, LoraLinear) and any(a in m.lora_A for a in self.adapters)
-        ]
+        # Ordinary tensors even when called inside inference mode (see the module docstring).
+        with torch.inference_mode(False), torch.no_grad():
+            self.layers = [
+                _Layer(m, self.adapters)
+                for m in peft_model.modules()
+                if isinstance(m, LoraLinear) and any(a in m.lora_A for a in self.adapters)
+            ]
         supported = all(
             not m.lora_variant and all(isinstance(m.lora_dropout[a], torch.nn.Identity) for a in m.lora_dropout)
             for m in (layer.module for layer in self.layers)

@@ -1,4 +1,4 @@
-"""Every prompt format, in one place (DESIGN.md §4). Each returns chat messages for the base model's
+"""Every prompt format, in one place. Each returns chat messages for the base model's
 chat template, so the same prompt serves RL training, SFT, evaluation and the model servers.
 """
 

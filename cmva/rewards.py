@@ -162,7 +162,7 @@ def train_rewards(
 
     Metrics are computed on the SocialChem test split (actions) and, when a MIC file is given, on the
     MIC test replies (whole answers, what the reward is used on), for heads trained with and without
-    MIC replies, so the transfer question of DESIGN.md §3 is measured in every run.
+    MIC replies, so the transfer question (do whole-answer labels help?) is measured in every run.
     """
     from cmva.data import load_mic, load_socialchem
 

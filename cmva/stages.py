@@ -70,6 +70,6 @@ def evaluate_stage(
 ) -> dict:
     from cmva.evaluate import evaluate
 
-    report = evaluate(artifacts, out, values, mic, data, profile.evaluate)
+    report = evaluate(artifacts, out, values, mic, data, profile.evaluate, profile.aggregator.skip_zero_weight)
     log.info("ROUGE-L: %s", json.dumps({s: round(r["rougeL"], 4) for s, r in report["rouge"].items()}))
     return report

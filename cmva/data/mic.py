@@ -1,6 +1,6 @@
 """Loader for the Moral Integrity Corpus (Ziems et al. 2022), real `MIC.csv` or any file in its schema.
 
-Rules (DESIGN.md §3):
+Rules:
 - profile c of a row: 1.0 for each configured value listed in `moral`, else 0.0 (MIC's moral-vector);
 - aggregator target: `worker_answer` when present and non-empty, else `A` when `A_agrees == 2`;
   other rows have an empty target (kept for evaluation of the inputs, never trained on).

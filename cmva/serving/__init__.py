@@ -1,1 +1,1 @@
-"""KServe model servers: moral agents, the aggregator predictor, the CMVA transformer (DESIGN.md §6)."""
+"""KServe model servers: moral agents, the aggregator predictor, the CMVA transformer (README, "Serving")."""

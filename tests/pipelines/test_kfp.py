@@ -91,9 +91,10 @@ def test_agent_parallelism_is_compiled(tmp_path):
     assert spec["root"]["dag"]["tasks"]["for-loop-1"]["iteratorPolicy"]["parallelismLimit"] == 1
 
 
-def _cli(root, **kw):
+def _cli(root, *extra, **kw):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
     cmd = [sys.executable, "-m", "cmva.cli", "pipeline", "run", "--local", "--profile", "smoke", "--root", str(root)]
+    cmd += list(extra)
     return subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -124,7 +125,10 @@ def test_local_pipeline_killed_mid_stage_then_rerun(tmp_path):
     for agent_dir in first.glob("for-loop-1-iteration-*/agent"):  # visible only when complete
         assert (agent_dir / "adapter_model.safetensors").is_file() and (agent_dir / "summary.json").is_file()
 
-    rerun = _cli(root)
+    from cmva.serving.launcher import free_port_block
+
+    # As `make run` does: after the pipeline, one question through the packed serving chain.
+    rerun = _cli(root, "--ask", "Should I tell my friend the truth?", "--port", str(free_port_block(4)))
     out, _ = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, out[-4000:]
     plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
@@ -137,8 +141,10 @@ def test_local_pipeline_killed_mid_stage_then_rerun(tmp_path):
     assert json.loads((report / "report.json").read_text())["rouge"]["cmva-gs"]["rougeL"] >= 0
     executor = json.loads((second / "evaluate" / "executor_output.json").read_text())
     metrics = executor["artifacts"]["metrics"]["artifacts"][0]["metadata"]
-    assert {"rougeL_cmva-gs", "rougeL_pt", "conformity_delta_care", "sensitivity_cmva_gs"} <= set(metrics)
+    assert {"rougeL_cmva-gs", "rougeL_pt", "conformity_delta_care", "sensitivity_cmva_gs_n"} <= set(metrics)
+    assert "sensitivity_weighted_merge_n" in metrics  # the merge baseline ran on the graded probes
     assert (second / "evaluate" / "report_md").read_text().startswith("# CMVA-GS evaluation")
     assert "data:image/png;base64" in (second / "evaluate" / "report_html").read_text()
+    assert "serving chain (packed)" in plain and "CMVA-GS answer:" in plain and "[care agent, reward" in plain
     serving = list((root / "smoke" / "serving").iterdir())
     assert len(serving) == 1 and (serving[0] / "agents" / "care" / "_manifest.json").is_file()

@@ -79,6 +79,22 @@ def test_evaluation_numbers_come_from_generations(smoke_run):
     assert "ROUGE" in (out / "eval" / "report.md").read_text()
 
 
+def test_smoke_evaluation_takes_the_cpu_profiles_paths(smoke_run):
+    """Graded profiles with ≥ 2 positive weights reach the weighted merge after a fused mixed-adapter batch
+    (the path that crashed `make run` at 9374e7c while the smoke run stayed green)."""
+    out, _, _ = smoke_run
+    report = json.loads((out / "eval" / "report.json").read_text())
+    gens = [json.loads(line) for line in open(out / "eval" / "generations.jsonl")]
+    assert report["engine_batches"].get("fused-mixed", 0) >= 1  # the agents' pass mixed adapters
+    merges = [g for g in gens if g["system"] == "weighted-merge" and g.get("probe") == "sensitivity"]
+    assert merges and all(sum(w > 0 for w in g["profile"].values()) >= 2 for g in merges)
+    assert report["merges"]["profiles_with_2plus_agents"] >= len({json.dumps(g["profile"]) for g in merges})
+    graded = [g for g in merges if set(g["profile"].values()) - {0.0, 1.0}]
+    assert graded, "no graded (non-binary) profile in the smoke evaluation"
+    assert set(report["sensitivity"]) == {"cmva-gs", "prompt-aggregation", "weighted-merge"}
+    assert all(d["answers"] == len(merges) for d in report["sensitivity"].values())
+
+
 def test_rerun_reuses_finished_stages(smoke_run):
     out, result, wall = smoke_run
     print(f"smoke pipeline wall time: {wall:.0f} s (budget 3 min; measured, not asserted: see bench/)")

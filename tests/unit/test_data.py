@@ -1,4 +1,4 @@
-"""Data loaders: schema errors name file/row/column; profile and target rules of DESIGN.md §3."""
+"""Data loaders: schema errors name file/row/column; profile and target rules of cmva/data/mic.py."""
 
 from __future__ import annotations
 

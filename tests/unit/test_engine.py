@@ -80,7 +80,7 @@ def test_merge_of_one_adapter_is_that_adapter(tiny_base, tmp_path):
 def test_fused_mixed_batch_matches_peft_mixed_batch(tiny_base, tmp_path):
     adapters = {n: _random_adapter(tiny_base, tmp_path / n, 20 + i) for i, n in enumerate(("care", "loyalty"))}
     eng = Engine(tiny_base, adapters)
-    fused = eng._mixed_lora()
+    fused = eng._mixed_lora(["care", "loyalty"])
     assert fused is not None
     texts = [eng.chat_prompt(agent_messages(q)) for q in ("Is it fair?", "Should I stay loyal to my team?", "Hi")]
     enc = eng.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -98,3 +98,48 @@ def test_fused_mixed_batch_matches_peft_mixed_batch(tiny_base, tmp_path):
     layer = fused.layers[0]
     a = layer.module.lora_A["loyalty"].weight
     assert a.untyped_storage().data_ptr() == layer.a_cat.untyped_storage().data_ptr()
+
+
+def test_weighted_merge_after_fused_mixed_batch(tiny_base, tmp_path):
+    """The fused path (built inside inference mode at the first mixed batch) leaves peft able to add, generate
+    with and delete adapters, and the merged adapter gives the same text as on an engine that never fused."""
+    adapters = {n: _random_adapter(tiny_base, tmp_path / n, 30 + i) for i, n in enumerate(("care", "fairness"))}
+    qs = ["Should I lend money to my brother?", "Is it rude to leave a party early?"]
+    weights = {"care": 0.6, "fairness": 0.4}
+
+    eng = Engine(tiny_base, adapters)
+    eng.generate([agent_messages(q) for q in qs], ["care", "fairness"], max_new_tokens=6, batch_size=2)
+    assert eng._mixed is not None  # the mixed batch went through the fused path
+    name = eng.add_weighted_adapter("mix", weights)
+    after_fused = eng.generate([agent_messages(q) for q in qs], [name, name], max_new_tokens=10)
+    # A mixed batch with the merged adapter in it rebuilds the fused path over the new adapter set.
+    mixed = eng.generate([agent_messages(q) for q in qs], [name, "care"], max_new_tokens=10, batch_size=2)
+
+    plain = Engine(tiny_base, adapters)
+    plain.add_weighted_adapter("mix", weights)
+    expected = plain.generate([agent_messages(q) for q in qs], ["mix", "mix"], max_new_tokens=10)
+    assert after_fused == expected
+    assert mixed[0] == expected[0]
+    assert mixed[1] == plain.generate([agent_messages(qs[1])], ["care"], max_new_tokens=10)[0]
+    eng.model.delete_adapter(name)  # peft can still delete what was fused
+    assert name not in eng.model.peft_config
+
+
+def test_fused_path_covers_batch_within_rank_cap(tiny_base, tmp_path):
+    adapters = {n: _random_adapter(tiny_base, tmp_path / n, 40 + i) for i, n in enumerate(("care", "fairness"))}
+    eng = Engine(tiny_base, adapters)
+    first = eng._mixed_lora(["care", BASE])
+    assert eng._mixed_for == {"care"}
+    grown = eng._mixed_lora(["fairness", "care"])
+    assert grown is not first and eng._mixed_for == {"care", "fairness"}
+    assert eng._mixed_lora(["fairness", BASE]) is grown  # a covered batch reuses the fused path
+    eng.MAX_FUSED_RANK = 4  # one rank-4 adapter fits, two do not
+    assert eng._mixed_lora(["care"]) is grown
+    merged = eng.add_weighted_adapter("mix", {"care": 0.5, "fairness": 0.5})  # rank 8: over the cap alone
+    assert eng._mixed_lora([merged, "care"]) is None
+    qs = ["Should I lend money to my brother?", "Is it rude to leave a party early?"]
+    peft_path = eng.generate([agent_messages(q) for q in qs], [merged, "care"], max_new_tokens=8, batch_size=2)
+    alone = [
+        eng.generate([agent_messages(q)], [n], max_new_tokens=8)[0] for q, n in zip(qs, [merged, "care"], strict=True)
+    ]
+    assert peft_path == alone
