@@ -115,6 +115,7 @@ class EvalCfg(_Stage):
     batch_size: int = 16
     sensitivity_questions: int = 10
     sensitivity_profiles: int = 4
+    paired_questions: int = 10  # questions answered under each one-hot profile e_v (paired profile test)
     fewshot_examples: int = 5
     seed: int = 0
 

@@ -57,11 +57,12 @@ def plan_batches(
 class Engine:
     """Base model + named LoRA adapters, generating greedy or sampled text for mixed-adapter batches."""
 
-    # Total LoRA rank the fused mixed-adapter path may hold. Every row pays for all of it: R·(in + out)
-    # multiply-adds per token and layer, vs in·out for the base layer (SmolLM2-135M: 576×576 attention).
-    # 128 = five agents + the aggregator at rank 16 with room to spare (≤ ~45 % over the base projection);
-    # a batch of many rank-48 weighted merges would cost several base layers, so it takes peft's path.
-    MAX_FUSED_RANK = 128
+    # Total LoRA rank the fused mixed-adapter path may hold, in units of the largest adapter loaded at start.
+    # Every row pays for all of it, R·(in + out) multiply-adds per token and layer, where peft's loop pays the
+    # row's own rank plus per-adapter overhead. 8 × 16 = 128 for the cpu profile: five agents + the aggregator
+    # fit (SmolLM2-135M's 576×576 projections: ≤ ~45 % extra); a batch of many rank-48 weighted merges would
+    # cost several base layers, so it takes peft's path.
+    FUSED_RANK_FACTOR = 8
 
     def __init__(self, base_path: str | Path, adapters: Mapping[str, str | Path] | None = None, dtype: str = "float32"):
         import torch
@@ -79,6 +80,7 @@ class Engine:
             for name, path in items[1:]:
                 model.load_adapter(str(path), adapter_name=name, is_trainable=False)
             self.adapters = [n for n, _ in items]
+        self.max_fused_rank = self.FUSED_RANK_FACTOR * max((model.peft_config[a].r for a in self.adapters), default=0)
         self.model = model.eval()
         self._mixed = None  # the fused path over the adapters in `_mixed_for` (built at the first mixed batch)
         self._mixed_for: frozenset[str] = frozenset()
@@ -89,7 +91,7 @@ class Engine:
     def _mixed_lora(self, batch: Sequence[str]):
         """The fused mixed-adapter path (cmva.mixed_lora) covering the adapters of `batch`, or None to use
         peft's path. The current one is kept while it covers the batch (serving converges on one set: the
-        agents); it grows to the union while the total rank stays ≤ MAX_FUSED_RANK, else it covers this batch
+        agents); it grows to the union while the total rank stays ≤ max_fused_rank, else it covers this batch
         alone; a batch whose own adapters exceed the cap (e.g. many weighted merges of rank 16 × k) goes to
         peft's path, whose cost grows with each row's rank, not with the sum over the batch.
         """
@@ -97,7 +99,7 @@ class Engine:
         if self._mixed is not None and wanted <= self._mixed_for:
             return self._mixed
         for cand in (wanted | self._mixed_for, wanted):
-            if self._total_rank(cand) <= self.MAX_FUSED_RANK:
+            if self._total_rank(cand) <= self.max_fused_rank:
                 break
         else:
             return None

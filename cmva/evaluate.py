@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from cmva.config import EvalCfg
+from cmva.plots import plot_conformity, plot_profile_following, plot_rouge, plot_specialisation
+from cmva.profile_metrics import bootstrap_ci, paired_win_rate, sensitivity
+from cmva.reward_diagnostics import conformity, length_correlation, reward_correlation, specialisation
 from cmva.values import MoralValue
 
 log = logging.getLogger(__name__)
@@ -29,8 +32,8 @@ CMVA = "cmva-gs"
 SYSTEM_ORDER = (CMVA, "pt", "few-shot", "prompt-aggregation", "weighted-merge")
 
 
-def rouge_table(predictions: Mapping[str, Sequence[str]], targets: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Mean ROUGE F1 (rouge-score, stemmed) of each system's predictions against the targets."""
+def rouge_scores(predictions: Mapping[str, Sequence[str]], targets: Sequence[str]) -> dict[str, dict[str, list]]:
+    """Per-row ROUGE F1 (rouge-score, stemmed) of each system's predictions against the targets."""
     from rouge_score import rouge_scorer
 
     # rougeLsum wants one sentence per line; rouge-score's own splitter needs NLTK data that cannot be
@@ -39,23 +42,20 @@ def rouge_table(predictions: Mapping[str, Sequence[str]], targets: Sequence[str]
     out = {}
     for system, preds in predictions.items():
         scores = [scorer.score(_lines(t), _lines(p)) for t, p in zip(targets, preds, strict=True)]
-        out[system] = {
-            k: float(np.mean([s[k].fmeasure for s in scores])) if scores else float("nan") for k in ROUGE_KEYS
-        }
+        out[system] = {k: [s[k].fmeasure for s in scores] for k in ROUGE_KEYS}
     return out
+
+
+def rouge_table(predictions: Mapping[str, Sequence[str]], targets: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean ROUGE F1 of each system's predictions against the targets."""
+    return {
+        s: {k: float(np.mean(x)) if x else float("nan") for k, x in d.items()}
+        for s, d in rouge_scores(predictions, targets).items()
+    }
 
 
 def _lines(text: str) -> str:
     return "\n".join(s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s)
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation; NaN when either side is constant."""
-    from scipy.stats import spearmanr
-
-    if len(set(x)) < 2 or len(set(y)) < 2:
-        return float("nan")
-    return float(spearmanr(x, y).statistic)
 
 
 def random_profiles(values: Sequence[str], n: int, rng: random.Random) -> list[dict[str, float]]:
@@ -69,47 +69,18 @@ def random_profiles(values: Sequence[str], n: int, rng: random.Random) -> list[d
     return out
 
 
-def centred_by_question(scores: Sequence[Sequence[float]], groups: Sequence[object]) -> np.ndarray:
-    """Each answer's value scores minus the mean, per value, over the answers to the same question.
-
-    Value classifiers have different base rates (an answer's care score is usually above its loyalty score
-    whatever it says); centring per value within a question leaves only what the profile changed.
-
-    Example:
-        >>> centred_by_question([[0.9, 0.2], [0.7, 0.4], [0.5, 0.5]], ["q1", "q1", "q2"]).round(2).tolist()
-        [[0.1, -0.1], [-0.1, 0.1], [0.0, 0.0]]
-    """
-    arr = np.asarray(scores, dtype=float)
-    out = np.empty_like(arr)
-    keys = list(groups)
-    for g in set(keys):
-        idx = [k for k, x in enumerate(keys) if x == g]
-        out[idx] = arr[idx] - arr[idx].mean(axis=0)
-    return out
-
-
-def sensitivity(
-    profiles: Sequence[Mapping[str, float]], scores: Mapping[str, Sequence[float]], groups: Sequence[object]
-) -> dict:
-    """Mean Spearman between each requested profile and the answer's value scores centred per question."""
-    names = list(profiles[0]) if profiles else []
-    centred = centred_by_question([[scores[v][k] for v in names] for k in range(len(profiles))], groups)
-    rhos = [spearman([p[v] for v in names], list(c)) for p, c in zip(profiles, centred, strict=True)]
-    ok = [r for r in rhos if not np.isnan(r)]
-    # n: answers whose Spearman is defined (an answer equal to every other answer to its question centres to 0).
-    return {"mean_spearman": float(np.mean(ok)) if ok else float("nan"), "n": len(ok), "answers": len(profiles)}
-
-
 @dataclass
 class Generations:
-    """Every text the evaluation generated: per test row, and per sensitivity probe (row index, profile)."""
+    """Every text the evaluation generated: per test row, per graded probe, per one-hot (paired) probe."""
 
     questions: list[str]
     profiles: list[dict[str, float]]
     agents: list[dict[str, str]]  # every agent's answer to every test question
     preds: dict[str, list[str]]  # system -> one answer per test row
-    probes: list[tuple[int, dict[str, float]]]
+    probes: list[tuple[int, dict[str, float]]]  # graded profiles (sensitivity)
     probe_preds: dict[str, list[str]]  # system -> one answer per probe
+    paired: list[tuple[int, str]]  # one-hot profiles e_v (paired test): (row index, v)
+    paired_preds: dict[str, list[str]]  # system -> one answer per paired probe
     merged_multi: int  # merged adapters built from ≥ 2 agents
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -206,11 +177,13 @@ def generate(engine, rows, train_rows, values: Sequence[MoralValue], cfg: EvalCf
         for i in range(min(cfg.sensitivity_questions, n))
         for p in random_profiles(names, cfg.sensitivity_profiles, rng)
     ]
-    agg_q = questions + [questions[i] for i, _ in probes]
-    agg_p = profiles + [p for _, p in probes]
-    agg_a = all_agents + [all_agents[i] for i, _ in probes]
+    paired = [(i, v) for i in range(min(cfg.paired_questions, n)) for v in names]
+    extra = [(i, p) for i, p in probes] + [(i, {u: float(u == v) for u in names}) for i, v in paired]
+    agg_q = questions + [questions[i] for i, _ in extra]
+    agg_p = profiles + [p for _, p in extra]
+    agg_a = all_agents + [all_agents[i] for i, _ in extra]
     merged, merged_multi = weighted_merge(
-        engine, agg_q, agg_p, agg_a, preds["pt"] + [preds["pt"][i] for i, _ in probes], gen_kw
+        engine, agg_q, agg_p, agg_a, preds["pt"] + [preds["pt"][i] for i, _ in extra], gen_kw
     )
     pa_jobs = prompt_aggregation_jobs(agg_q, agg_p, agg_a, skip_zero_weight)
     prompt_agg = engine.generate(
@@ -223,8 +196,18 @@ def generate(engine, rows, train_rows, values: Sequence[MoralValue], cfg: EvalCf
     lap("cmva-gs")
     both = {CMVA: cmva_all, "prompt-aggregation": prompt_agg, "weighted-merge": merged}
     preds.update({s: t[:n] for s, t in both.items()})
+    m = n + len(probes)
     return Generations(
-        questions, profiles, all_agents, preds, probes, {s: t[n:] for s, t in both.items()}, merged_multi, phases
+        questions,
+        profiles,
+        all_agents,
+        preds,
+        probes,
+        {s: t[n:m] for s, t in both.items()},
+        paired,
+        {s: t[m:] for s, t in both.items()},
+        merged_multi,
+        phases,
     )
 
 
@@ -247,20 +230,30 @@ def weighted_merge(engine, questions, profiles, agents, pt_answers, gen_kw) -> t
 def score(gens: Generations, rows, rewards, names: Sequence[str]) -> dict:
     """ROUGE against MIC's ground truth, agent conformity (paper Table 1), profile sensitivity, value scores."""
     has_target = [i for i, r in enumerate(rows) if r["target"]]
-    rouge = rouge_table(
+    per_row = rouge_scores(
         {s: [gens.preds[s][i] for i in has_target] for s in SYSTEM_ORDER}, [rows[i]["target"] for i in has_target]
     )
-    pt_scores = rewards.score(gens.preds["pt"])
-    conformity = {}
-    for v in names:
-        agent_score = rewards.score([a[v] for a in gens.agents])[v]
-        conformity[v] = {"pt": float(np.mean(pt_scores[v])), "agent": float(np.mean(agent_score))}
-        conformity[v]["delta"] = conformity[v]["agent"] - conformity[v]["pt"]
-    probe_profiles = [p for _, p in gens.probes]
-    groups = [i for i, _ in gens.probes]
+    rouge = {s: {k: float(np.mean(x)) if x else float("nan") for k, x in d.items()} for s, d in per_row.items()}
+    rouge_ci = {s: {k: bootstrap_ci(x) for k, x in d.items()} for s, d in per_row.items()}
+    sys_scores = {s: rewards.score(gens.preds[s]) for s in SYSTEM_ORDER}
+    agent_scores = {j: rewards.score([a[j] for a in gens.agents]) for j in names}  # agent j → {value i → r_i}
+    pool_texts = [t for s in SYSTEM_ORDER for t in gens.preds[s]] + [a[j] for j in names for a in gens.agents]
+    pool = {v: [x for d in (*sys_scores.values(), *agent_scores.values()) for x in d[v]] for v in names}
+    probe_profiles, groups = [p for _, p in gens.probes], [i for i, _ in gens.probes]
     sens = {s: sensitivity(probe_profiles, rewards.score(t), groups) for s, t in gens.probe_preds.items()}
-    value_scores = {s: {v: float(np.mean(x)) for v, x in rewards.score(gens.preds[s]).items()} for s in SYSTEM_ORDER}
-    return {"rouge": rouge, "conformity": conformity, "sensitivity": sens, "value_scores": value_scores}
+    asked, pgroups = [v for _, v in gens.paired], [i for i, _ in gens.paired]
+    paired = {s: paired_win_rate(rewards.score(t), asked, pgroups) for s, t in gens.paired_preds.items()}
+    return {
+        "rouge": rouge,
+        "rouge_ci95": rouge_ci,
+        "conformity": conformity(sys_scores["pt"], {v: agent_scores[v][v] for v in names}),
+        "specialisation": specialisation(agent_scores),
+        "reward_correlation": reward_correlation(pool),
+        "length_spearman": length_correlation(pool, pool_texts),
+        "paired": paired,
+        "sensitivity": sens,
+        "value_scores": {s: {v: float(np.mean(x)) for v, x in d.items()} for s, d in sys_scores.items()},
+    }
 
 
 def write_report(out: Path, report: dict, gens: Generations, rows, names: Sequence[str]) -> None:
@@ -274,14 +267,54 @@ def write_report(out: Path, report: dict, gens: Generations, rows, names: Sequen
             for s, texts_ in gens.probe_preds.items():
                 rec = {"row_id": rows[i]["id"], "system": s, "profile": p, "text": texts_[k], "probe": "sensitivity"}
                 f.write(json.dumps(rec) + "\n")
+        for k, (i, v) in enumerate(gens.paired):
+            onehot = {u: float(u == v) for u in names}
+            for s, texts_ in gens.paired_preds.items():
+                rec = {"row_id": rows[i]["id"], "system": s, "profile": onehot, "text": texts_[k], "probe": "paired"}
+                f.write(json.dumps(rec) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     plot_rouge(report["rouge"], out / "rouge.png")
     plot_conformity(report["conformity"], out / "conformity.png")
+    plot_profile_following(report["paired"], out / "profile_following.png")
+    plot_specialisation(report["specialisation"]["matrix"], out / "specialisation.png")
     (out / "report.md").write_text(render_markdown(report))
+
+
+def _yardstick_markdown(report: dict) -> list[str]:
+    """Agent specialisation, reward correlation and length correlation: can the numbers above be trusted?"""
+    if "specialisation" not in report:
+        return []
+    spec, corr, length = report["specialisation"], report["reward_correlation"], report["length_spearman"]
+    names = list(spec["matrix"])
+    lines = [
+        "## Agent specialisation and the reward models",
+        "",
+        "S[i][j] = P[r_i(answer of agent i) > r_i(answer of agent j)] over the test questions (ties 1/2): how much",
+        f"more agent i follows value i than the other agents do. Mean off the diagonal: {spec['mean_off_diagonal']:.3f}.",
+        "",
+        "| agent i \\ agent j | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for i in names:
+        cells = ["—" if spec["matrix"][i][j] is None else f"{spec['matrix'][i][j]:.2f}" for j in names]
+        lines.append(f"| {i} | " + " | ".join(cells) + " |")
+    lines += ["", "![specialisation](specialisation.png)", ""]
+    lines += [
+        f"Largest correlation between two rewards over the evaluation's answers: {corr['max_pairwise']:.3f} "
+        "(near 1: the classifiers measure one thing, not distinct values).",
+        "",
+        "| value | " + " | ".join(names) + " | Spearman with length (words) |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
+    for u in names:
+        row = " | ".join(f"{corr['matrix'][u][v]:.2f}" for v in names)
+        lines.append(f"| {u} | {row} | {length.get(u, float('nan')):+.2f} |")
+    return lines + [""]
 
 
 def render_markdown(report: dict) -> str:
     """The report as Markdown tables (what the Kubeflow dashboard and the README show)."""
+    ci = report.get("rouge_ci95", {})
     lines = [
         "# CMVA-GS evaluation",
         "",
@@ -290,62 +323,53 @@ def render_markdown(report: dict) -> str:
         "",
         "## ROUGE F1 against MIC's ground truth (paper Fig. 2)",
         "",
-        "| system | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum |",
-        "|---|---|---|---|---|",
+        "| system | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | ROUGE-L 95 % CI |",
+        "|---|---|---|---|---|---|",
     ]
     for s, r in report["rouge"].items():
-        lines.append(f"| {s} | " + " | ".join(f"{r[k]:.4f}" for k in ROUGE_KEYS) + " |")
+        lo, hi = ci.get(s, {}).get("rougeL", [float("nan")] * 2)
+        lines.append(f"| {s} | " + " | ".join(f"{r[k]:.4f}" for k in ROUGE_KEYS) + f" | [{lo:.4f}, {hi:.4f}] |")
     lines += ["", "![ROUGE](rouge.png)", "", "## Agent conformity to its value vs the PT model (paper Table 1)", ""]
-    lines += ["| value | PT model | moral agent | Δ |", "|---|---|---|---|"]
+    lines += [
+        "| value | PT model | moral agent | Δ | Δ 95 % CI | share of the gap to 1.0 closed |",
+        "|---|---|---|---|---|---|",
+    ]
     for v, c in report["conformity"].items():
-        lines.append(f"| {v} | {c['pt']:.4f} | {c['agent']:.4f} | {c['delta']:+.4f} |")
-    lines += ["", "![conformity](conformity.png)", "", "## Profile sensitivity", ""]
+        lo, hi = c.get("delta_ci95", [float("nan")] * 2)
+        lines.append(
+            f"| {v} | {c['pt']:.4f} | {c['agent']:.4f} | {c['delta']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | "
+            f"{c.get('gap_closed', float('nan')):.0%} |"
+        )
+    lines += ["", "![conformity](conformity.png)", ""]
+    lines += _yardstick_markdown(report)
+    lines += ["## Profile following: paired one-hot test", ""]
+    lines += [
+        "Each question answered under one-hot profiles e_i and e_j: win rate P[r_i(answer | e_i) > r_i(answer | e_j)]",
+        "over every (question, i ≠ j), ties 1/2; 95 % CI by bootstrap over questions; shuffled: the same with the",
+        "profiles permuted within a question (≈ 0.5 when nothing follows the profile).",
+        "",
+        "| system | win rate | 95 % CI | shuffled | questions | comparisons |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s, d in report.get("paired", {}).items():
+        lo, hi = d["ci95"]
+        lines.append(
+            f"| {s} | {d['win_rate']:.3f} | [{lo:.3f}, {hi:.3f}] | {d['shuffled']:.3f} | {d['questions']} | "
+            f"{d['comparisons']} |"
+        )
+    lines += ["", "![profile following](profile_following.png)", "", "## Profile sensitivity (graded profiles)", ""]
     lines += [
         "Mean Spearman correlation between the requested profile (graded, ≥ 2 positive weights) and the answer's",
         "value scores, each centred per value over the answers to the same question (so the classifiers' base",
-        "rates do not set the ranking; earlier reports used the raw scores):",
+        "rates do not set the ranking; earlier reports used the raw scores); shuffled: profiles permuted across",
+        "answers.",
         "",
+        "| system | mean Spearman | shuffled | answers (with a defined Spearman) |",
+        "|---|---|---|---|",
     ]
-    lines += ["| system | mean Spearman | answers (with a defined Spearman) |", "|---|---|---|"]
     for s, d in report["sensitivity"].items():
-        lines.append(f"| {s} | {d['mean_spearman']:.4f} | {d.get('answers', d['n'])} ({d['n']}) |")
+        lines.append(
+            f"| {s} | {d['mean_spearman']:.4f} | {d.get('shuffled', float('nan')):.4f} | "
+            f"{d.get('answers', d['n'])} ({d['n']}) |"
+        )
     return "\n".join(lines) + "\n"
-
-
-def plot_rouge(rouge: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    systems = list(rouge)
-    x = np.arange(len(ROUGE_KEYS))
-    width = 0.8 / len(systems)
-    fig, ax = plt.subplots(figsize=(9.5, 3.6))
-    for i, s in enumerate(systems):
-        ax.bar(x + i * width, [rouge[s][k] for k in ROUGE_KEYS], width, label=s)
-    ax.set_xticks(x + 0.4 - width / 2, ["ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum"])
-    ax.set_ylabel("F1"), ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a bar
-    ax.set_title("CMVA-GS vs baselines (MIC ground truth)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_conformity(conformity: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    vals = list(conformity)
-    x = np.arange(len(vals))
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    ax.bar(x - 0.2, [conformity[v]["pt"] for v in vals], 0.4, label="PT model")
-    ax.bar(x + 0.2, [conformity[v]["agent"] for v in vals], 0.4, label="moral agent")
-    ax.set_xticks(x, vals), ax.set_ylabel("mean reward (P follows value)"), ax.set_ylim(0, 1)
-    ax.legend(), ax.grid(axis="y", alpha=0.3), ax.set_title("Conformity of each agent to its value")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -144,6 +144,10 @@ def evaluate_op(
     for system, sens in report["sensitivity"].items():
         key = "sensitivity_" + system.replace("-", "_")
         metrics[key], metrics[f"{key}_n"] = sens["mean_spearman"], sens["n"]
+    metrics["specialisation_mean"] = report["specialisation"]["mean_off_diagonal"]
+    metrics["reward_correlation_max"] = report["reward_correlation"]["max_pairwise"]
+    for system, d in report["paired"].items():
+        metrics["paired_win_rate_" + system.replace("-", "_")] = d["win_rate"]
     md = (Path(out) / "report.md").read_text()
     # KFP metrics cannot hold NaN (e.g. a Spearman undefined on every answer): such a metric is left out, and
     # its `_n` companion (0) says why; report.json keeps every value.

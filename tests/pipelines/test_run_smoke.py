@@ -86,6 +86,7 @@ def test_smoke_evaluation_takes_the_cpu_profiles_paths(smoke_run):
     report = json.loads((out / "eval" / "report.json").read_text())
     gens = [json.loads(line) for line in open(out / "eval" / "generations.jsonl")]
     assert report["engine_batches"].get("fused-mixed", 0) >= 1  # the agents' pass mixed adapters
+    assert report["engine_batches"].get("peft-mixed", 0) >= 1  # a batch of merges over the fused rank cap
     merges = [g for g in gens if g["system"] == "weighted-merge" and g.get("probe") == "sensitivity"]
     assert merges and all(sum(w > 0 for w in g["profile"].values()) >= 2 for g in merges)
     assert report["merges"]["profiles_with_2plus_agents"] >= len({json.dumps(g["profile"]) for g in merges})
@@ -93,6 +94,16 @@ def test_smoke_evaluation_takes_the_cpu_profiles_paths(smoke_run):
     assert graded, "no graded (non-binary) profile in the smoke evaluation"
     assert set(report["sensitivity"]) == {"cmva-gs", "prompt-aggregation", "weighted-merge"}
     assert all(d["answers"] == len(merges) for d in report["sensitivity"].values())
+    # Paired one-hot test: every system, 2 questions × 5 values × 4 other values each.
+    assert set(report["paired"]) == {"cmva-gs", "prompt-aggregation", "weighted-merge"}
+    assert all(d["comparisons"] == 2 * 5 * 4 for d in report["paired"].values())
+    paired = [g for g in gens if g.get("probe") == "paired"]
+    assert len(paired) == 3 * 2 * 5 and all(sorted(g["profile"].values()) == [0, 0, 0, 0, 1] for g in paired)
+    for png in ("profile_following.png", "specialisation.png"):
+        assert (out / "eval" / png).stat().st_size > 1000
+    assert set(report["specialisation"]["matrix"]) == set(VALUES)
+    assert all(set(c) >= {"delta_ci95", "gap_closed"} for c in report["conformity"].values())
+    assert set(report["rouge_ci95"]["cmva-gs"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
 
 
 def test_rerun_reuses_finished_stages(smoke_run):

@@ -133,7 +133,7 @@ def test_fused_path_covers_batch_within_rank_cap(tiny_base, tmp_path):
     grown = eng._mixed_lora(["fairness", "care"])
     assert grown is not first and eng._mixed_for == {"care", "fairness"}
     assert eng._mixed_lora(["fairness", BASE]) is grown  # a covered batch reuses the fused path
-    eng.MAX_FUSED_RANK = 4  # one rank-4 adapter fits, two do not
+    eng.max_fused_rank = 4  # one rank-4 adapter fits, two do not
     assert eng._mixed_lora(["care"]) is grown
     merged = eng.add_weighted_adapter("mix", {"care": 0.5, "fairness": 0.5})  # rank 8: over the cap alone
     assert eng._mixed_lora([merged, "care"]) is None

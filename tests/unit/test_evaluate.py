@@ -7,7 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from cmva.evaluate import centred_by_question, random_profiles, sensitivity
+from cmva.evaluate import random_profiles
+from cmva.profile_metrics import bootstrap_ci, centred_by_question, paired_win_rate, sensitivity
 
 
 def test_centring_removes_each_values_base_rate_per_question():
@@ -21,15 +22,53 @@ def test_sensitivity_follows_the_profile_only_after_centring():
     profiles = [{"care": 1.0, "loyalty": 0.25}, {"care": 0.25, "loyalty": 1.0}]
     # Raw scores rank care first for both answers (base rate); the second answer moved toward loyalty.
     scores = {"care": [0.9, 0.8], "loyalty": [0.2, 0.4]}
-    assert sensitivity(profiles, scores, [0, 0]) == {"mean_spearman": pytest.approx(1.0), "n": 2, "answers": 2}
+    got = sensitivity(profiles, scores, [0, 0])
+    assert (got["mean_spearman"], got["n"], got["answers"]) == (pytest.approx(1.0), 2, 2)
     reversed_ = {"care": [0.8, 0.9], "loyalty": [0.4, 0.2]}
     assert sensitivity(profiles, reversed_, [0, 0])["mean_spearman"] == pytest.approx(-1.0)
     same = {"care": [0.9, 0.9], "loyalty": [0.2, 0.2]}  # the answer did not move: undefined, not counted
-    assert sensitivity(profiles, same, [0, 0]) == {
-        "mean_spearman": pytest.approx(np.nan, nan_ok=True),
-        "n": 0,
-        "answers": 2,
-    }
+    got = sensitivity(profiles, same, [0, 0])
+    assert np.isnan(got["mean_spearman"]) and got["n"] == 0 and got["answers"] == 2
+
+
+def test_shuffled_control_removes_real_following():
+    rng = np.random.default_rng(1)
+    names = ["care", "fairness", "loyalty"]
+    # Per question, three answers under the three rotations of a graded profile, scored with a per-value
+    # base rate (care high, loyalty low) plus exactly the requested weight.
+    profiles = []
+    for _ in range(20):
+        w = list(rng.permutation([0.0, 0.5, 1.0]))
+        profiles += [dict(zip(names, w[k:] + w[:k], strict=True)) for k in range(3)]
+    base = {"care": 0.6, "fairness": 0.3, "loyalty": 0.0}
+    scores = {v: [base[v] + 0.4 * p[v] for p in profiles] for v in names}
+    got = sensitivity(profiles, scores, [k // 3 for k in range(60)])
+    assert got["mean_spearman"] == pytest.approx(1.0)
+    assert abs(got["shuffled"]) < 0.3  # profiles permuted across answers: the link is gone
+
+
+def test_paired_win_rate_counts_wins_ties_and_losses():
+    # Question 0: the care-asked answer scores higher on care (win) and the loyalty-asked answer ties on loyalty.
+    # Question 1: both comparisons are losses.
+    scores = {"care": [0.9, 0.5, 0.1, 0.6], "loyalty": [0.4, 0.4, 0.8, 0.2]}
+    asked = ["care", "loyalty", "care", "loyalty"]
+    got = paired_win_rate(scores, asked, [0, 0, 1, 1])
+    assert got["win_rate"] == pytest.approx((1 + 0.5 + 0 + 0) / 4)
+    assert (got["questions"], got["comparisons"]) == (2, 4)
+    assert got["by_value"]["care"] == {"asked": pytest.approx(0.5), "others": pytest.approx(0.55)}
+    lo, hi = got["ci95"]
+    assert lo <= got["win_rate"] <= hi and lo >= 0.0 and hi <= 1.0
+
+
+def test_perfect_following_has_ci_above_half_and_shuffled_near_half():
+    names = ["care", "fairness", "loyalty", "authority", "sanctity"]
+    asked = [v for _ in range(12) for v in names]
+    groups = [q for q in range(12) for _ in names]
+    scores = {v: [0.9 if a == v else 0.3 for a in asked] for v in names}
+    got = paired_win_rate(scores, asked, groups)
+    assert got["win_rate"] == 1.0 and got["ci95"] == [1.0, 1.0]
+    assert 0.3 < got["shuffled"] < 0.7
+    assert bootstrap_ci([0.0, 1.0] * 20)[0] < 0.5 < bootstrap_ci([0.0, 1.0] * 20)[1]
 
 
 def test_probe_profiles_have_two_positive_weights():

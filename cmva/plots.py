@@ -1,0 +1,92 @@
+"""Evaluation plots (PNG, matplotlib Agg): ROUGE bars, agent conformity, profile following per value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+ROUGE_LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_rouge(rouge: dict, path: Path) -> None:
+    plt = _plt()
+    systems = list(rouge)
+    keys = list(ROUGE_LABELS)
+    x = np.arange(len(keys))
+    width = 0.8 / len(systems)
+    fig, ax = plt.subplots(figsize=(9.5, 3.6))
+    for i, s in enumerate(systems):
+        ax.bar(x + i * width, [rouge[s][k] for k in keys], width, label=s)
+    ax.set_xticks(x + 0.4 - width / 2, list(ROUGE_LABELS.values()))
+    ax.set_ylabel("F1"), ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a bar
+    ax.set_title("CMVA-GS vs baselines (MIC ground truth)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_conformity(conformity: dict, path: Path) -> None:
+    plt = _plt()
+    vals = list(conformity)
+    x = np.arange(len(vals))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.bar(x - 0.2, [conformity[v]["pt"] for v in vals], 0.4, label="PT model")
+    ax.bar(x + 0.2, [conformity[v]["agent"] for v in vals], 0.4, label="moral agent")
+    ax.set_xticks(x, vals), ax.set_ylabel("mean reward (P follows value)"), ax.set_ylim(0, 1)
+    ax.legend(), ax.grid(axis="y", alpha=0.3), ax.set_title("Conformity of each agent to its value")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_profile_following(paired: dict, path: Path) -> None:
+    """Per value, the mean score of answers asked for that value (one-hot e_v) vs answers asked for another."""
+    plt = _plt()
+    systems = list(paired)
+    fig, axes = plt.subplots(1, max(len(systems), 1), figsize=(4.2 * max(len(systems), 1), 3.4), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, s in zip(axes, systems, strict=False):
+        by_value = paired[s]["by_value"]
+        vals = list(by_value)
+        x = np.arange(len(vals))
+        ax.bar(x - 0.2, [by_value[v]["asked"] for v in vals], 0.4, label="asked for this value")
+        ax.bar(x + 0.2, [by_value[v]["others"] for v in vals], 0.4, label="asked for another value")
+        ax.set_xticks(x, vals, rotation=30), ax.set_ylim(0, 1), ax.grid(axis="y", alpha=0.3)
+        ax.set_title(f"{s}: win rate {paired[s]['win_rate']:.2f}", fontsize=9)
+    axes[0].set_ylabel("mean reward of the value")
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Does the answer move toward the requested value?", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_specialisation(matrix: dict, path: Path) -> None:
+    """Heat-map of S[i][j] = P[r_i(agent i) > r_i(agent j)] (rows: value i's agent; diagonal blank)."""
+    plt = _plt()
+    names = list(matrix)
+    arr = np.array([[np.nan if matrix[i][j] is None else matrix[i][j] for j in names] for i in names], dtype=float)
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    im = ax.imshow(arr, vmin=0, vmax=1, cmap="RdYlGn")
+    for a in range(len(names)):
+        for b in range(len(names)):
+            if not np.isnan(arr[a, b]):
+                ax.text(b, a, f"{arr[a, b]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=30), ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("compared with agent j"), ax.set_ylabel("agent i, judged by reward i")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title("Agent specialisation P[r_i(agent i) > r_i(agent j)]", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
