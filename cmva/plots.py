@@ -31,23 +31,31 @@ def plot_rouge(rouge: dict, path: Path) -> None:
     ax.set_ylabel("F1"), ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a bar
     ax.set_title("CMVA-GS vs baselines (MIC ground truth)")
+    _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _bar_pairs(ax, labels: list[str], left: list[float], right: list[float], names: tuple[str, str]) -> None:
+    """Two bars per label (e.g. PT model vs agent), on a 0–1 reward axis."""
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, left, 0.4, label=names[0])
+    ax.bar(x + 0.2, right, 0.4, label=names[1])
+    ax.set_xticks(x, labels, rotation=30 if len(labels) > 4 else 0), ax.set_ylim(0, 1), ax.grid(axis="y", alpha=0.3)
 
 
 def plot_conformity(conformity: dict, path: Path) -> None:
     plt = _plt()
     vals = list(conformity)
-    x = np.arange(len(vals))
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    ax.bar(x - 0.2, [conformity[v]["pt"] for v in vals], 0.4, label="PT model")
-    ax.bar(x + 0.2, [conformity[v]["agent"] for v in vals], 0.4, label="moral agent")
-    ax.set_xticks(x, vals), ax.set_ylabel("mean reward (P follows value)"), ax.set_ylim(0, 1)
-    ax.legend(), ax.grid(axis="y", alpha=0.3), ax.set_title("Conformity of each agent to its value")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pt, agent = [conformity[v]["pt"] for v in vals], [conformity[v]["agent"] for v in vals]
+    _bar_pairs(ax, vals, pt, agent, ("PT model", "moral agent"))
+    ax.set_ylabel("mean reward (P follows value)"), ax.legend(), ax.set_title("Conformity of each agent to its value")
+    _save(plt, fig, path)
 
 
 def plot_profile_following(paired: dict, path: Path) -> None:
@@ -59,17 +67,13 @@ def plot_profile_following(paired: dict, path: Path) -> None:
     for ax, s in zip(axes, systems, strict=False):
         by_value = paired[s]["by_value"]
         vals = list(by_value)
-        x = np.arange(len(vals))
-        ax.bar(x - 0.2, [by_value[v]["asked"] for v in vals], 0.4, label="asked for this value")
-        ax.bar(x + 0.2, [by_value[v]["others"] for v in vals], 0.4, label="asked for another value")
-        ax.set_xticks(x, vals, rotation=30), ax.set_ylim(0, 1), ax.grid(axis="y", alpha=0.3)
+        asked, others = [by_value[v]["asked"] for v in vals], [by_value[v]["others"] for v in vals]
+        _bar_pairs(ax, vals, asked, others, ("asked for this value", "asked for another value"))
         ax.set_title(f"{s}: win rate {paired[s]['win_rate']:.2f}", fontsize=9)
     axes[0].set_ylabel("mean reward of the value")
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Does the answer move toward the requested value?", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", ncol=2, fontsize=8)  # never on a bar
+    fig.suptitle("Does the answer move toward the requested value?", fontsize=10, x=0.02, ha="left")
+    _save(plt, fig, path)
 
 
 def plot_specialisation(matrix: dict, path: Path) -> None:
@@ -87,6 +91,4 @@ def plot_specialisation(matrix: dict, path: Path) -> None:
     ax.set_xlabel("compared with agent j"), ax.set_ylabel("agent i, judged by reward i")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title("Agent specialisation P[r_i(agent i) > r_i(agent j)]", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
