@@ -52,7 +52,9 @@ def build_shape_artifacts(out: Path, values: list[str], profile: str) -> Path:
     if not (out / "base" / "config.json").is_file():
         import_base(out / "base", prof.base.source)
     if not (out / "rewards" / "heads.safetensors").is_file():
-        train_rewards(out / "rewards", SAMPLE_SOCIALCHEM, SAMPLE_MIC, resolve_values(values))
+        # Serving benches need the reward model's shape, not its quality: a few fine-tuning steps.
+        cheap = prof.rewards.model_copy(update={"epochs": 1, "max_train_texts": 128})
+        train_rewards(out / "rewards", SAMPLE_SOCIALCHEM, SAMPLE_MIC, resolve_values(values), cheap)
     for name, lora in [(f"agents/{v}", prof.agent.lora) for v in values] + [("aggregator", prof.aggregator.lora)]:
         if (out / name / "adapter_model.safetensors").is_file():
             continue

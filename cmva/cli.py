@@ -127,7 +127,7 @@ def train_rewards_cmd(
     mic: MicOpt = None,
     socialchem: ScOpt = None,
 ) -> None:
-    """Train one reward classifier per value (all-MiniLM-L6-v2 + logistic heads); writes held-out metrics."""
+    """Train the reward classifiers (all-MiniLM-L6-v2 fine-tuned, one head per value); writes held-out metrics."""
     from cmva import stages
 
     run = _open_run(artifacts, profile, set_, mic, socialchem)

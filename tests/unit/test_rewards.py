@@ -1,28 +1,49 @@
-"""Reward models: trained on the sample corpus they beat chance on its held-out split."""
+"""Reward models: fine-tuning changes the encoder; trained on the sample corpus they beat chance on its held-out
+split; labels make the rewards tell foundations apart."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
+from cmva.config import RewardsCfg
 from cmva.data import SAMPLE_MIC, SAMPLE_SOCIALCHEM
-from cmva.rewards import RewardModel, binary_metrics, reward_function, train_rewards
+from cmva.reward_training import balanced_weights, mic_reply_targets, socialchem_targets
+from cmva.rewards import RewardModel, binary_metrics, default_encoder_path, reward_function, train_rewards
+
+VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 
 
 @pytest.fixture(scope="module")
 def reward_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("rewards")
-    metrics = train_rewards(out, SAMPLE_SOCIALCHEM, SAMPLE_MIC)
+    # A seeded half and two epochs keep this near 2 min on 2 cores (the cpu recipe: all rows, 3 epochs).
+    metrics = train_rewards(out, SAMPLE_SOCIALCHEM, SAMPLE_MIC, cfg=RewardsCfg(epochs=2, max_train_texts=1280))
     return out, metrics
+
+
+def test_training_changes_the_encoders_weights(reward_dir):
+    path, metrics = reward_dir
+    before = load_file(str(default_encoder_path() / "model.safetensors"))
+    after = load_file(str(path / "encoder" / "model.safetensors"))
+    weights = [k for k in after if k in before and before[k].dtype.kind == "f"]
+    assert len(weights) >= 50
+    changed = [k for k in weights if not np.allclose(before[k], after[k])]
+    assert len(changed) > len(weights) // 2, f"only {len(changed)} of {len(weights)} encoder tensors changed"
+    assert metrics["_training"]["texts"] == 1280
 
 
 def test_rewards_beat_chance_on_sample_test_split(reward_dir):
     _, metrics = reward_dir
-    assert set(metrics) == {"care", "fairness", "loyalty", "authority", "sanctity"}
-    for value, m in metrics.items():
+    assert set(metrics) == {*VALUES, "_training", "_pairwise_correlation"}
+    for value in VALUES:
+        m = metrics[value]
         assert m["n"] >= 30, value
         # Chance is ~0.5 (both labels ≥ 30 % per value, balanced training): demand a clear margin.
         assert m["balanced_accuracy"] > 0.55, (value, m)
-    assert sum(m["accuracy"] for m in metrics.values()) / 5 > 0.65
+        assert m["vs_other_foundations"]["n"] > m["n"] and -1 <= m["length_spearman"] <= 1
+    assert sum(metrics[v]["accuracy"] for v in VALUES) / 5 > 0.65
 
 
 def test_saved_model_scores_in_unit_interval_and_separates(reward_dir):
@@ -42,3 +63,25 @@ def test_saved_model_scores_in_unit_interval_and_separates(reward_dir):
 def test_binary_metrics():
     m = binary_metrics([1, 0, 1, 0], [0.9, 0.2, 0.4, 0.6])
     assert m["accuracy"] == 0.5 and m["f1"] == 0.5 and m["balanced_accuracy"] == 0.5
+
+
+def test_labels_make_other_foundations_negatives():
+    rows = [
+        {"action": "helping a stranger", "label": 1, "foundations": ["care"]},
+        {"action": "cheating at cards", "label": 0, "foundations": ["fairness", "loyalty"]},
+        {"action": "speaking freely", "label": 1, "foundations": ["liberty"]},  # not a run value: left out
+    ]
+    texts, y, m = socialchem_targets(rows, ["care", "fairness", "loyalty"])
+    assert texts == ["helping a stranger", "cheating at cards"]
+    assert y.tolist() == [[1, 0, 0], [0, 0, 0]] and m.tolist() == [[1, 1, 1], [1, 1, 1]]
+    _, _, m_only = socialchem_targets(rows, ["care", "fairness", "loyalty"], other_negatives=False)
+    assert m_only.tolist() == [[1, 0, 0], [0, 1, 1]]  # the paper's per-value rows only
+    mic = [{"answer": "No, keep your word.", "a_agrees": 2, "worker_answer": "", "moral": ["loyalty"]}]
+    t, y2, _ = mic_reply_targets(mic + [{**mic[0], "a_agrees": 1}], ["care", "loyalty"])
+    assert t == ["No, keep your word."] and y2.tolist() == [[0, 1]]  # the neutral reply is left out
+
+
+def test_balanced_weights_give_each_class_half():
+    y = np.array([[1.0], [0.0], [0.0], [0.0]], dtype=np.float32)
+    w = balanced_weights(y, np.ones_like(y))
+    assert w[0, 0] == pytest.approx(w[1:, 0].sum())
