@@ -62,7 +62,9 @@ def collect(root: Path, log: Path | None) -> dict:
     for s in root.glob("outputs/cmva-gs-*/for-loop-*/train-agent/agent/summary.json"):
         summary = json.loads(s.read_text())
         agents[summary["value"]] = summary
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # The commit of the checkout the run was made in (ROOT lies inside it), not of this script's checkout.
+    git = ["git", "-C", str(root), "rev-parse", "--short", "HEAD"]
+    commit = subprocess.run(git, capture_output=True, text=True).stdout.strip() or "unknown"
     text = log.read_text(errors="replace") if log else ""
     return {
         "commit": commit,
@@ -78,7 +80,7 @@ def collect(root: Path, log: Path | None) -> dict:
 def render(d: dict) -> str:
     r, rw = d["report"], d["rewards"]
     names = list(r["conformity"])
-    lines = [f"Run `{d['run']}` at commit `{d['commit']}`.", ""]
+    lines = [f"Run `{d['run']}` (started {d['run'][8:18]}) at commit `{d['commit']}`.", ""]
     if d["wall_s"]:
         lines += [f"`make run` wall time {d['wall_s'] / 60:.1f} min, peak RSS {d['peak_rss_mb'] / 1024:.1f} GB.", ""]
     if d["stages_s"]:
