@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -32,15 +33,29 @@ def machine() -> dict:
     }
 
 
+def git_commit(where: str | Path = Path(__file__).parent) -> str:
+    """Short commit of the checkout at `where` (with `-dirty` when it has uncommitted changes)."""
+
+    def run(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True).stdout.strip()
+
+    commit = run("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def write_result(name: str, result: dict, markdown: str, out_dir: str | Path | None = None) -> Path:
-    """Write `<name>.json` and `<name>.md` (date and machine on top) atomically; returns the Markdown path."""
+    """Write `<name>.json` and `<name>.md` (date, commit and machine on top) atomically; returns the Markdown path.
+
+    `commit` is the code the figures were measured at: the bench's checkout unless the result names its own
+    (bench/run_summary: the checkout the run was made in).
+    """
     out = Path(out_dir or RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     m = machine()
-    result = {"bench": name, "date": when, "machine": m, **result}
+    result = {"bench": name, "date": when, "commit": result.get("commit") or git_commit(), "machine": m, **result}
     head = (
-        f"# bench/{name}\n\n{when} — {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB"
+        f"# bench/{name}\n\n{when}, commit {result['commit']} — {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB"
         + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU")
         + f"; torch {m['torch']}\n\n"
     )

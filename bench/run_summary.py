@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
-from bench.common import write_result
+from bench.common import git_commit, write_result
 
 TASK_LINE = re.compile(r"(\d\d:\d\d:\d\d\.\d+) - INFO - (?:Executing task '([\w-]+)'|Task '([\w-]+)' finished)")
 
@@ -62,9 +61,7 @@ def collect(root: Path, log: Path | None) -> dict:
     for s in root.glob("outputs/cmva-gs-*/for-loop-*/train-agent/agent/summary.json"):
         summary = json.loads(s.read_text())
         agents[summary["value"]] = summary
-    # The commit of the checkout the run was made in (ROOT lies inside it), not of this script's checkout.
-    git = ["git", "-C", str(root), "rev-parse", "--short", "HEAD"]
-    commit = subprocess.run(git, capture_output=True, text=True).stdout.strip() or "unknown"
+    commit = git_commit(root)  # the checkout the run was made in (ROOT lies inside it), not this script's
     text = log.read_text(errors="replace") if log else ""
     return {
         "commit": commit,
