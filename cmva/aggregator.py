@@ -1,7 +1,8 @@
 """The contextual aggregator (CMVA-GS): data building, LoRA SFT, and profile-conditioned answers.
 
 Input: the user's question, the moral profile c, and the answers of the agents with c_i > 0 (agents
-with weight 0 are skipped, in training exactly as in serving). Target: MIC's ground-truth answer.
+with weight 0 are skipped, in training exactly as in serving). Target: the candidate (an agent's answer or
+MIC's ground truth) with the highest normalised c·r(y), several profiles per question (`cmva.aggregator_data`).
 Training: TRL SFTTrainer on prompt-completion data, so the loss is on the answer tokens only.
 
 Example:
@@ -20,8 +21,6 @@ from cmva.config import AggregatorCfg
 from cmva.prompts import active_values, agent_messages, aggregator_messages
 
 log = logging.getLogger(__name__)
-
-DATA_FILE = "aggregator_data.jsonl"
 
 
 def agent_answers(
@@ -49,37 +48,6 @@ def agent_answers(
 
 def profile_dict(values: Sequence[str], profile: Sequence[float]) -> dict[str, float]:
     return dict(zip(values, (float(w) for w in profile), strict=True))
-
-
-def build_aggregator_data(
-    engine, mic_rows: Sequence[Mapping], values: Sequence[str], out_dir: str | Path, cfg: AggregatorCfg
-) -> Path:
-    """Generate the agents' answers for each MIC training row with a target; write prompt/completion pairs."""
-    rows = [r for r in mic_rows if r["target"]]
-    if cfg.max_rows:
-        rows = rows[: cfg.max_rows]
-    if not rows:
-        raise ValueError("no MIC training rows with a target answer")
-    profiles = [profile_dict(values, r["profile"]) for r in rows]
-    wanted = [active_values(p, cfg.skip_zero_weight) for p in profiles]
-    answers = agent_answers(
-        engine, [r["question"] for r in rows], wanted, cfg.agent_max_new_tokens, progress="agent answers"
-    )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / DATA_FILE, "w") as f:
-        for r, p, a in zip(rows, profiles, answers, strict=True):
-            rec = {
-                "id": r["id"],
-                "question": r["question"],
-                "profile": p,
-                "answers": a,
-                "prompt": aggregator_messages(r["question"], p, a),
-                "completion": [{"role": "assistant", "content": r["target"]}],
-            }
-            f.write(json.dumps(rec) + "\n")
-    log.info("aggregator data: %d rows, %d agent answers", len(rows), sum(len(w) for w in wanted))
-    return out / DATA_FILE
 
 
 def train_aggregator(

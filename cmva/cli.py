@@ -160,14 +160,16 @@ def train_agent_cmd(
 
 @app.command("build-aggregator-data")
 def build_aggregator_data_cmd(artifacts: ArtifactsOpt, profile: ProfileOpt = "cpu", set_: SetOpt = None) -> None:
-    """Generate the agents' answers for every MIC training row (the aggregator's inputs)."""
+    """Every agent's answer per MIC training question; rows under several profiles with c·r(y)-best targets."""
     from cmva import stages
 
     run = _open_run(artifacts, profile, set_, None, None)
     agents = {v.name: run.store.get(f"agents/{v.name}") for v in run.values}
     path = run.stage(
         "aggregator-data",
-        lambda d: stages.aggregator_data_stage(d, run.store.get("base"), agents, run.mic, run.values, run.profile),
+        lambda d: stages.aggregator_data_stage(
+            d, run.store.get("base"), agents, run.store.get("rewards"), run.mic, run.values, run.profile
+        ),
     )
     typer.echo(f"aggregator data: {path}")
 

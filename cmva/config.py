@@ -106,8 +106,12 @@ class AggregatorCfg(_Stage):
     """Aggregator data (agent answers) + LoRA SFT (TRL SFTTrainer, loss on the answer tokens only)."""
 
     agent_max_new_tokens: int = 48
-    max_rows: int | None = None
+    max_rows: int | None = None  # MIC training questions (each gives 1 + onehot_profiles + graded_profiles rows)
     skip_zero_weight: bool = True  # agents with c_i = 0 are not run (cmva.prompts)
+    onehot_profiles: int = 1  # per question, besides MIC's own profile (cmva.aggregator_data)
+    graded_profiles: int = 3  # per question: all weights positive, so every agent's answer is shown
+    drop_rate: float = 0.1  # share of rows missing one more answer at random, independently of c
+    mic_tie_margin: float = 0.1  # MIC's answer is the target when its normalised c·r(y) is this close to the best
     num_train_epochs: float = 2.0
     max_steps: int = -1
     learning_rate: float = 3e-4
@@ -125,6 +129,7 @@ class EvalCfg(_Stage):
     sensitivity_questions: int = 10
     sensitivity_profiles: int = 4
     paired_questions: int = 10  # questions answered under each one-hot profile e_v (paired profile test)
+    baseline_probes: int | None = None  # graded probes also answered by prompt-aggregation / weighted merge (None: all)
     fewshot_examples: int = 5
     seed: int = 0
 

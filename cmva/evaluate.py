@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmva.aggregator_data import graded_profiles, onehot
 from cmva.config import EvalCfg
 from cmva.plots import plot_conformity, plot_profile_following, plot_rouge, plot_specialisation
 from cmva.profile_metrics import bootstrap_ci, paired_win_rate, sensitivity
@@ -56,17 +57,6 @@ def rouge_table(predictions: Mapping[str, Sequence[str]], targets: Sequence[str]
 
 def _lines(text: str) -> str:
     return "\n".join(s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s)
-
-
-def random_profiles(values: Sequence[str], n: int, rng: random.Random) -> list[dict[str, float]]:
-    """Profiles with weights in {0, 0.25, …, 1}, at least two of them positive (so the weighted merge combines
-    agents) and at least two distinct weights (so Spearman is defined)."""
-    out = []
-    while len(out) < n:
-        p = {v: rng.choice((0.0, 0.25, 0.5, 0.75, 1.0)) for v in values}
-        if len(set(p.values())) >= 2 and sum(w > 0 for w in p.values()) >= 2:
-            out.append(p)
-    return out
 
 
 @dataclass
@@ -133,6 +123,7 @@ def evaluate(
         "rows_with_target": sum(bool(r["target"]) for r in rows),
         "load": report_load.summary(),
         **score(gens, rows, rewards, names),
+        **_second_judge(gens, art / "rewards"),
         "merges": {"profiles_with_2plus_agents": gens.merged_multi},
         "engine_batches": dict(engine.path_counts),  # which generation paths ran (fused mixed, peft mixed, …)
         "wall_s": round(time.time() - t0, 1),
@@ -171,44 +162,68 @@ def generate(engine, rows, train_rows, values: Sequence[MoralValue], cfg: EvalCf
     lap("pt+few-shot")
 
     # Phase 2: systems that read the agents' answers or merge their adapters, on test rows + probes.
-    rng = random.Random(cfg.seed)
-    probes = [
-        (i, p)
-        for i in range(min(cfg.sensitivity_questions, n))
-        for p in random_profiles(names, cfg.sensitivity_profiles, rng)
-    ]
-    paired = [(i, v) for i in range(min(cfg.paired_questions, n)) for v in names]
-    extra = [(i, p) for i, p in probes] + [(i, {u: float(u == v) for u in names}) for i, v in paired]
-    agg_q = questions + [questions[i] for i, _ in extra]
-    agg_p = profiles + [p for _, p in extra]
-    agg_a = all_agents + [all_agents[i] for i, _ in extra]
+    probes, paired = _probes(names, n, cfg)
+    b = len(probes) if cfg.baseline_probes is None else min(cfg.baseline_probes, len(probes))
+    onehots = [(i, onehot(names, v)) for i, v in paired]
+    extra = {CMVA: probes + onehots, "baselines": probes[:b] + onehots}  # baselines: the first b graded probes
+    inputs = {
+        k: (
+            questions + [questions[i] for i, _ in e],
+            profiles + [p for _, p in e],
+            all_agents + [all_agents[i] for i, _ in e],
+        )
+        for k, e in extra.items()
+    }
+    bq, bp, ba = inputs["baselines"]
     merged, merged_multi = weighted_merge(
-        engine, agg_q, agg_p, agg_a, preds["pt"] + [preds["pt"][i] for i, _ in extra], gen_kw
+        engine, bq, bp, ba, preds["pt"] + [preds["pt"][i] for i, _ in extra["baselines"]], gen_kw
     )
-    pa_jobs = prompt_aggregation_jobs(agg_q, agg_p, agg_a, skip_zero_weight)
+    pa_jobs = prompt_aggregation_jobs(bq, bp, ba, skip_zero_weight)
     prompt_agg = engine.generate(
         [m for m, _ in pa_jobs], [a for _, a in pa_jobs], progress="eval: prompt-aggregation", **gen_kw
     )
     lap("prompt-aggregation+merge")
     cmva_all = cmva_answers(
-        engine, agg_q, agg_p, agg_a, skip_zero_weight=skip_zero_weight, progress="eval: CMVA-GS", **gen_kw
+        engine, *inputs[CMVA], skip_zero_weight=skip_zero_weight, progress="eval: CMVA-GS", **gen_kw
     )
     lap("cmva-gs")
     both = {CMVA: cmva_all, "prompt-aggregation": prompt_agg, "weighted-merge": merged}
     preds.update({s: t[:n] for s, t in both.items()})
-    m = n + len(probes)
+    n_probes = {CMVA: len(probes), "prompt-aggregation": b, "weighted-merge": b}
     return Generations(
         questions,
         profiles,
         all_agents,
         preds,
         probes,
-        {s: t[n:m] for s, t in both.items()},
+        {s: t[n : n + n_probes[s]] for s, t in both.items()},
         paired,
-        {s: t[m:] for s, t in both.items()},
+        {s: t[n + n_probes[s] :] for s, t in both.items()},
         merged_multi,
         phases,
     )
+
+
+def _probes(names: Sequence[str], n: int, cfg: EvalCfg):
+    """Graded probes (question index, all-positive profile) — the aggregator's training distribution — and
+    paired one-hot probes (question index, value)."""
+    rng = random.Random(cfg.seed)
+    graded = [
+        (i, p)
+        for i in range(min(cfg.sensitivity_questions, n))
+        for p in graded_profiles(names, cfg.sensitivity_profiles, rng)
+    ]
+    return graded, [(i, v) for i in range(min(cfg.paired_questions, n)) for v in names]
+
+
+def _second_judge(gens: Generations, rewards_dir: Path) -> dict:
+    """Profile following judged by the second classifier set (the one that picked the aggregator's targets)."""
+    from cmva.rewards import SECOND_DIR, RewardModel
+
+    if not (rewards_dir / SECOND_DIR).exists():  # a run from before the second set
+        return {}
+    paired, sens = profile_following(gens, RewardModel.load(rewards_dir / SECOND_DIR))
+    return {"second_judge": {"paired": paired, "sensitivity": sens}}
 
 
 def weighted_merge(engine, questions, profiles, agents, pt_answers, gen_kw) -> tuple[list[str], int]:
@@ -227,6 +242,17 @@ def weighted_merge(engine, questions, profiles, agents, pt_answers, gen_kw) -> t
     return [known[i] for i in range(len(jobs))], len({jobs[i][1] for i in todo})
 
 
+def profile_following(gens: Generations, judge) -> tuple[dict, dict]:
+    """Paired one-hot win rates and graded sensitivity of each system, judged by one classifier set."""
+    probe_profiles, groups = [p for _, p in gens.probes], [i for i, _ in gens.probes]
+    sens = {
+        s: sensitivity(probe_profiles[: len(t)], judge.score(t), groups[: len(t)]) for s, t in gens.probe_preds.items()
+    }
+    asked, pgroups = [v for _, v in gens.paired], [i for i, _ in gens.paired]
+    paired = {s: paired_win_rate(judge.score(t), asked, pgroups) for s, t in gens.paired_preds.items()}
+    return paired, sens
+
+
 def score(gens: Generations, rows, rewards, names: Sequence[str]) -> dict:
     """ROUGE against MIC's ground truth, agent conformity (paper Table 1), profile sensitivity, value scores."""
     has_target = [i for i, r in enumerate(rows) if r["target"]]
@@ -239,10 +265,7 @@ def score(gens: Generations, rows, rewards, names: Sequence[str]) -> dict:
     agent_scores = {j: rewards.score([a[j] for a in gens.agents]) for j in names}  # agent j → {value i → r_i}
     pool_texts = [t for s in SYSTEM_ORDER for t in gens.preds[s]] + [a[j] for j in names for a in gens.agents]
     pool = {v: [x for d in (*sys_scores.values(), *agent_scores.values()) for x in d[v]] for v in names}
-    probe_profiles, groups = [p for _, p in gens.probes], [i for i, _ in gens.probes]
-    sens = {s: sensitivity(probe_profiles, rewards.score(t), groups) for s, t in gens.probe_preds.items()}
-    asked, pgroups = [v for _, v in gens.paired], [i for i, _ in gens.paired]
-    paired = {s: paired_win_rate(rewards.score(t), asked, pgroups) for s, t in gens.paired_preds.items()}
+    paired, sens = profile_following(gens, rewards)
     return {
         "rouge": rouge,
         "rouge_ci95": rouge_ci,
@@ -265,6 +288,8 @@ def write_report(out: Path, report: dict, gens: Generations, rows, names: Sequen
                 f.write(json.dumps({"row_id": r["id"], "system": s, "profile": gens.profiles[i], "text": text}) + "\n")
         for k, (i, p) in enumerate(gens.probes):
             for s, texts_ in gens.probe_preds.items():
+                if k >= len(texts_):  # baselines answer the first `baseline_probes` probes only
+                    continue
                 rec = {"row_id": rows[i]["id"], "system": s, "profile": p, "text": texts_[k], "probe": "sensitivity"}
                 f.write(json.dumps(rec) + "\n")
         for k, (i, v) in enumerate(gens.paired):
@@ -359,7 +384,8 @@ def render_markdown(report: dict) -> str:
         )
     lines += ["", "![profile following](profile_following.png)", "", "## Profile sensitivity (graded profiles)", ""]
     lines += [
-        "Mean Spearman correlation between the requested profile (graded, ≥ 2 positive weights) and the answer's",
+        "Mean Spearman correlation between the requested profile (graded, every weight positive: the aggregator's",
+        "training distribution; baselines answer the first probes only) and the answer's",
         "value scores, each centred per value over the answers to the same question (so the classifiers' base",
         "rates do not set the ranking; earlier reports used the raw scores); shuffled: profiles permuted across",
         "answers.",
@@ -372,4 +398,29 @@ def render_markdown(report: dict) -> str:
             f"| {s} | {d['mean_spearman']:.4f} | {d.get('shuffled', float('nan')):.4f} | "
             f"{d.get('answers', d['n'])} ({d['n']}) |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _second_judge_markdown(report)) + "\n"
+
+
+def _second_judge_markdown(report: dict) -> list[str]:
+    """The same profile-following figures judged by the second classifier set (it picked the training targets)."""
+    second = report.get("second_judge")
+    if not second:
+        return []
+    lines = [
+        "",
+        "## Profile following judged by the second classifier set",
+        "",
+        "The second set (the encoder as shipped + logistic heads) picked the aggregator's training targets; the",
+        "figures above come from the fine-tuned set, which did not. Here the same answers, judged by the second set.",
+        "",
+        "| system | paired win rate | 95 % CI | shuffled | graded Spearman | shuffled |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s, d in second["paired"].items():
+        g = second["sensitivity"].get(s, {})
+        lo, hi = d["ci95"]
+        lines.append(
+            f"| {s} | {d['win_rate']:.3f} | [{lo:.3f}, {hi:.3f}] | {d['shuffled']:.3f} | "
+            f"{g.get('mean_spearman', float('nan')):.4f} | {g.get('shuffled', float('nan')):.4f} |"
+        )
+    return lines

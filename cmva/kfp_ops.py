@@ -89,15 +89,23 @@ def agents_by_value(agent_dirs: Sequence[str]) -> dict[str, Path]:
 
 
 def build_aggregator_data_op(
-    profile: str, overrides: dict, values: list, mic_uri: str, base: str, agent_dirs: Sequence[str], out: str
+    profile: str,
+    overrides: dict,
+    values: list,
+    mic_uri: str,
+    base: str,
+    agent_dirs: Sequence[str],
+    rewards: str,
+    out: str,
 ) -> dict[str, float]:
     from cmva import stages
 
     p = _profile(profile, overrides, values)
     stages.aggregator_data_stage(
-        Path(out), Path(base), agents_by_value(agent_dirs), _data(mic_uri, "mic"), _values(p), p
+        Path(out), Path(base), agents_by_value(agent_dirs), Path(rewards), _data(mic_uri, "mic"), _values(p), p
     )
-    return {"rows": float(sum(1 for _ in open(Path(out) / "aggregator_data.jsonl")))}
+    stats = json.loads((Path(out) / "stats.json").read_text())
+    return {k: float(stats[k]) for k in ("rows", "questions_with_2plus_targets", "rows_showing_all_agents")}
 
 
 def train_aggregator_op(profile: str, overrides: dict, base: str, data: str, out: str) -> dict[str, float]:

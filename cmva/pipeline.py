@@ -99,7 +99,8 @@ def run_pipeline(
         for v in names
     }
     data = step(
-        "aggregator-data", lambda d: stages.aggregator_data_stage(d, base, agents, run.mic, run.values, profile)
+        "aggregator-data",
+        lambda d: stages.aggregator_data_stage(d, base, agents, rewards, run.mic, run.values, profile),
     )
     step("aggregator", lambda d: stages.aggregator_stage(d, base, data, profile))
     ev = step("eval", lambda d: stages.evaluate_stage(d, run.root, run.mic, run.values, profile))

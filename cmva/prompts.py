@@ -32,15 +32,17 @@ def active_values(profile: Mapping[str, float], skip_zero_weight: bool = True) -
 
 
 def aggregator_messages(question: str, profile: Mapping[str, float], answers: Mapping[str, str]) -> Messages:
-    """The aggregator's input: question, profile c as value=weight pairs, each agent's answer by value.
+    """The aggregator's input: question, profile c as value=weight pairs, each agent's answer tagged with its value
+    and weight.
 
+    Answers are listed by weight, highest first (ties in the configured value order): the answer the profile
+    asks for most is where a small model finds it, and the weights sit beside the answers they apply to.
     Agents absent from `answers` (weight 0, or failed in serving) are listed as skipped, so the
     aggregator sees the same format in training and in production.
     """
     lines = [f"Question: {question}", f"Moral profile: {format_profile(profile)}", "Answers from the moral agents:"]
-    for v in profile:
-        if v in answers:
-            lines.append(f"[{v}] {answers[v].strip()}")
+    shown = sorted((v for v in profile if v in answers), key=lambda v: -profile[v])  # stable: value order on ties
+    lines += [f"[{v}, weight {profile[v]:g}] {answers[v].strip()}" for v in shown]
     skipped = [v for v in profile if v not in answers]
     if skipped:
         lines.append(f"(skipped: {', '.join(skipped)})")

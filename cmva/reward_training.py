@@ -100,8 +100,12 @@ def finetune(
     head_learning_rate: float,
     batch_size: int,
     seed: int = 0,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fine-tune the sentence encoder (in place) and a linear head per value with class-balanced, masked BCE.
+
+    Args:
+        init: Starting heads (weight, bias), e.g. `fit_heads` on the frozen embeddings (computed here if None).
 
     Returns the heads' (weight [V, d], bias [V]) over the encoder's unit-normalised embeddings, the form
     `RewardModel` scores with.
@@ -116,7 +120,7 @@ def finetune(
     rng = np.random.default_rng(seed)
     device = encoder.device
     head = torch.nn.Linear(encoder.get_sentence_embedding_dimension(), y.shape[1]).to(device)
-    w0, b0 = fit_heads(embed(encoder, texts), y, m)  # start from heads fitted on the frozen embeddings
+    w0, b0 = init if init is not None else fit_heads(embed(encoder, texts), y, m)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(w0)), head.bias.copy_(torch.from_numpy(b0))
     opt = torch.optim.AdamW(

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 ENCODER_DIR = "encoder"
 HEADS_FILE = "heads.safetensors"
 CONFIG_FILE = "reward_config.json"
+SECOND_DIR = "second"  # the second classifier set: frozen encoder + logistic heads (see train_rewards)
 
 
 def default_encoder_path() -> Path:
@@ -134,6 +135,11 @@ def train_rewards(
 ) -> dict:
     """Fine-tune the encoder and one head per value; save the model; return held-out metrics per value.
 
+    Two classifier sets come out: the fine-tuned one (`out_dir`: the agents' RL reward and the evaluation's
+    judge) and a second one, the encoder as shipped with logistic heads fitted on the same labels
+    (`out_dir/second`: it picks the aggregator's training targets), so the scores that judge profile-following
+    are not the aggregator's training signal read back.
+
     Training data: SocialChem training actions (+ MIC training replies with `use_mic_replies`), labelled per
     `cmva.reward_training`. Metrics on the SocialChem test split: on rows about the value (the paper's
     binarization), against rows about other foundations too, on MIC test replies, the Spearman of each
@@ -141,7 +147,7 @@ def train_rewards(
     """
     from cmva.config import RewardsCfg
     from cmva.data import load_mic, load_socialchem
-    from cmva.reward_training import finetune, mic_reply_targets, socialchem_targets
+    from cmva.reward_training import finetune, fit_heads, mic_reply_targets, socialchem_targets
 
     cfg = cfg or RewardsCfg()
     values = values or resolve_values()
@@ -172,16 +178,23 @@ def train_rewards(
     if not cfg.finetune_encoder:
         encoder.requires_grad_(False)
     log.info("reward training: %d texts, encoder %s", len(texts), "fine-tuned" if cfg.finetune_encoder else "frozen")
+    frozen_heads = fit_heads(embed(encoder, texts), y, m)  # on the encoder as shipped: the second set
     weight, bias = finetune(
-        encoder, texts, y, m, cfg.epochs, cfg.learning_rate, cfg.head_learning_rate, cfg.batch_size, seed
+        encoder, texts, y, m, cfg.epochs, cfg.learning_rate, cfg.head_learning_rate, cfg.batch_size, seed, frozen_heads
     )
-    model = RewardModel(encoder, values, weight, bias)
     sc_test = split_of(sc_rows, "test") or sc_train
-    metrics = held_out_metrics(model, sc_test, [r for r in mic_rows if r["split"] == "test"])
-    metrics["_training"] = {"texts": len(texts), **cfg.model_dump()}
-    model.meta = {"metrics": metrics}
+    mic_test = [r for r in mic_rows if r["split"] == "test"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    second = RewardModel(load_encoder(encoder_path), values, *frozen_heads)
+    second.meta = {"metrics": held_out_metrics(second, sc_test, mic_test), "role": "aggregator targets"}
+    second.save(out / SECOND_DIR, encoder_path)
+    (out / SECOND_DIR / "metrics.json").write_text(json.dumps(second.meta["metrics"], indent=2))
+    model = RewardModel(encoder, values, weight, bias)
+    metrics = held_out_metrics(model, sc_test, mic_test)
+    metrics["_training"] = {"texts": len(texts), **cfg.model_dump()}
+    metrics["_second_set_accuracy"] = {v: second.meta["metrics"][v]["accuracy"] for v in names}
+    model.meta = {"metrics": metrics}
     encoder.save(str(out / ENCODER_DIR))  # the fine-tuned encoder travels with its heads
     model.save(out, encoder_path)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

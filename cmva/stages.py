@@ -48,19 +48,28 @@ def agent_stage(
 
 
 def aggregator_data_stage(
-    out: Path, base: Path, agents: Mapping[str, Path], mic: Path, values: list[MoralValue], profile: Profile
+    out: Path,
+    base: Path,
+    agents: Mapping[str, Path],
+    rewards: Path,
+    mic: Path,
+    values: list[MoralValue],
+    profile: Profile,
 ) -> None:
-    from cmva.aggregator import build_aggregator_data
+    from cmva.aggregator_data import build_aggregator_data
     from cmva.data import load_mic
     from cmva.engine import Engine
+    from cmva.rewards import SECOND_DIR, RewardModel
 
     rows = list(load_mic(mic, values, split="train")[0])
     engine = Engine(base, agents)
-    build_aggregator_data(engine, rows, [v.name for v in values], out, profile.aggregator)
+    scorer = RewardModel.load(rewards / SECOND_DIR)  # not the evaluation's judge (cmva.aggregator_data)
+    build_aggregator_data(engine, scorer, rows, [v.name for v in values], out, profile.aggregator, profile.seed)
 
 
 def aggregator_stage(out: Path, base: Path, data_dir: Path, profile: Profile) -> None:
-    from cmva.aggregator import DATA_FILE, train_aggregator
+    from cmva.aggregator import train_aggregator
+    from cmva.aggregator_data import DATA_FILE
 
     train_aggregator(base, data_dir / DATA_FILE, out, profile.aggregator, profile.seed)
 

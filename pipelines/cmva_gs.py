@@ -85,6 +85,7 @@ def build_pipeline(p: PlatformCfg | None = None):
                 mic_uri=mic_uri,
                 base=base.outputs["base"],
                 agents=agents(),
+                rewards=rewards.outputs["rewards"],
             ),
             "build-aggregator-data",
             p,

@@ -1,4 +1,4 @@
-"""Profile sensitivity on hand-made scores: centring per question, Spearman, probes with ≥ 2 positive weights."""
+"""Profile sensitivity on hand-made scores: centring per question, Spearman, graded all-positive probes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from cmva.evaluate import random_profiles
+from cmva.aggregator_data import graded_profiles
 from cmva.profile_metrics import bootstrap_ci, centred_by_question, paired_win_rate, sensitivity
 
 
@@ -71,8 +71,9 @@ def test_perfect_following_has_ci_above_half_and_shuffled_near_half():
     assert bootstrap_ci([0.0, 1.0] * 20)[0] < 0.5 < bootstrap_ci([0.0, 1.0] * 20)[1]
 
 
-def test_probe_profiles_have_two_positive_weights():
+def test_probe_profiles_are_graded_and_all_positive():
     names = ["care", "fairness", "loyalty", "authority", "sanctity"]
-    profiles = random_profiles(names, 200, random.Random(0))
-    assert all(sum(w > 0 for w in p.values()) >= 2 and len(set(p.values())) >= 2 for p in profiles)
-    assert any(set(p.values()) - {0.0, 1.0} for p in profiles)  # graded, not only binary
+    profiles = graded_profiles(names, 200, random.Random(0))
+    assert all(min(p.values()) > 0 and len(set(p.values())) >= 2 for p in profiles)
+    assert all(set(p.values()) <= {0.25, 0.5, 0.75, 1.0} for p in profiles)
+    assert len({tuple(p.values()) for p in profiles}) > 100  # drawn, not a fixed handful

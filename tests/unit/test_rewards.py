@@ -10,7 +10,14 @@ from safetensors.numpy import load_file
 from cmva.config import RewardsCfg
 from cmva.data import SAMPLE_MIC, SAMPLE_SOCIALCHEM
 from cmva.reward_training import balanced_weights, mic_reply_targets, socialchem_targets
-from cmva.rewards import RewardModel, binary_metrics, default_encoder_path, reward_function, train_rewards
+from cmva.rewards import (
+    SECOND_DIR,
+    RewardModel,
+    binary_metrics,
+    default_encoder_path,
+    reward_function,
+    train_rewards,
+)
 
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 
@@ -36,7 +43,7 @@ def test_training_changes_the_encoders_weights(reward_dir):
 
 def test_rewards_beat_chance_on_sample_test_split(reward_dir):
     _, metrics = reward_dir
-    assert set(metrics) == {*VALUES, "_training", "_pairwise_correlation"}
+    assert set(metrics) == {*VALUES, "_training", "_pairwise_correlation", "_second_set_accuracy"}
     for value in VALUES:
         m = metrics[value]
         assert m["n"] >= 30, value
@@ -44,6 +51,18 @@ def test_rewards_beat_chance_on_sample_test_split(reward_dir):
         assert m["balanced_accuracy"] > 0.55, (value, m)
         assert m["vs_other_foundations"]["n"] > m["n"] and -1 <= m["length_spearman"] <= 1
     assert sum(metrics[v]["accuracy"] for v in VALUES) / 5 > 0.65
+
+
+def test_second_set_is_the_shipped_encoder_with_its_own_heads(reward_dir):
+    path, metrics = reward_dir
+    second = RewardModel.load(path / SECOND_DIR)
+    shipped = load_file(str(default_encoder_path() / "model.safetensors"))
+    kept = load_file(str(path / SECOND_DIR / "encoder" / "model.safetensors"))
+    assert all(np.array_equal(shipped[k], kept[k]) for k in shipped if k in kept)
+    assert not np.allclose(second.weight, RewardModel.load(path).weight)
+    assert set(metrics["_second_set_accuracy"]) == set(VALUES)
+    text = ["I'd stay and help your neighbour."]
+    assert second.score(text)["care"] != pytest.approx(RewardModel.load(path).score(text)["care"])
 
 
 def test_saved_model_scores_in_unit_interval_and_separates(reward_dir):

@@ -1,0 +1,182 @@
+"""Aggregator training data in which the profile c matters: the paper's goal π*(c) = argmax_y E[c·r(y)].
+
+For each MIC training question (up to `AggregatorCfg.max_rows`):
+- candidates: every agent's answer (one mixed-adapter pass) and MIC's ground-truth answer;
+- profiles: the MIC row's own c (so ROUGE against MIC still trains), `onehot_profiles` one-hot ones (a value
+  drawn at random) and `graded_profiles` graded, all-positive ones (`graded_profiles()`, also the evaluation's
+  sensitivity probes);
+- shown answers: the agents with c_i > 0 (`skip_zero_weight`, as in serving); in a share `drop_rate` of the rows
+  one more shown answer is dropped at random, independently of c (a degraded agent in serving), never the last;
+- target for c: among the shown answers and MIC's answer, the one with the highest normalised c·r(y) —
+  c / Σc times rewards z-scored per value over all candidates (so no value wins by its base rate) — with
+  MIC's answer taking near-ties (within `mic_tie_margin`). The rewards come from the second classifier set
+  (`cmva.rewards.SECOND_DIR`), so the evaluation's judge is not the training signal read back.
+
+Example:
+    >>> choose_target({"care": 1.0, "loyalty": 0.0}, {"care": [0.5, -1.0], "loyalty": [0.0, 2.0]}, ["a", "b"], 0.1)
+    0
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cmva.config import AggregatorCfg
+from cmva.prompts import active_values, aggregator_messages
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "aggregator_data.jsonl"
+MIC = "mic"  # the candidate that is MIC's ground-truth answer
+GRID = (0.25, 0.5, 0.75, 1.0)
+
+
+def graded_profiles(values: Sequence[str], n: int, rng: random.Random) -> list[dict[str, float]]:
+    """`n` graded profiles: every weight positive, from {0.25, 0.5, 0.75, 1}, at least two distinct weights
+    (so a rank correlation with c is defined and every agent is shown)."""
+    out: list[dict[str, float]] = []
+    while len(out) < n:
+        p = {v: rng.choice(GRID) for v in values}
+        if len(set(p.values())) >= 2:
+            out.append(p)
+    return out
+
+
+def onehot(values: Sequence[str], v: str) -> dict[str, float]:
+    return {u: float(u == v) for u in values}
+
+
+def row_profiles(mic_profile: Mapping[str, float], values: Sequence[str], cfg: AggregatorCfg, rng: random.Random):
+    """The profiles one training question is asked under: MIC's own, one-hot, graded."""
+    hot = [onehot(values, rng.choice(list(values))) for _ in range(cfg.onehot_profiles)]
+    return [dict(mic_profile), *hot, *graded_profiles(values, cfg.graded_profiles, rng)]
+
+
+def shown_values(profile: Mapping[str, float], cfg: AggregatorCfg, rng: random.Random) -> list[str]:
+    """The agents whose answers the row shows: c_i > 0 (if skipping), then one dropped at random in a share
+    `drop_rate` of the rows, decided before and apart from c (so presence does not tell c)."""
+    drop = rng.random() < cfg.drop_rate
+    shown = active_values(profile, cfg.skip_zero_weight)
+    if drop and len(shown) > 1:
+        shown.remove(rng.choice(shown))
+    return shown
+
+
+def zscores(scores: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
+    """Each value's rewards standardised over all candidates (a constant value scores 0 everywhere)."""
+    out = {}
+    for v, x in scores.items():
+        a = np.asarray(x, dtype=float)
+        sd = a.std()
+        out[v] = (a - a.mean()) / sd if sd > 0 else np.zeros_like(a)
+    return out
+
+
+def choose_target(
+    profile: Mapping[str, float], z: Mapping[str, Sequence[float]], labels: Sequence[str], mic_tie_margin: float
+) -> int:
+    """Index of the candidate with the highest (c / Σc)·z(y); MIC's answer (label `mic`) wins within the margin.
+
+    Args:
+        profile: c.
+        z: value → standardised reward of each candidate.
+        labels: each candidate's source (an agent's value, or `mic`).
+    """
+    total = sum(profile.values()) or 1.0
+    j = sum((w / total) * np.asarray(z[v], dtype=float) for v, w in profile.items())
+    best = int(np.argmax(j))
+    if MIC in labels:
+        k = labels.index(MIC)
+        if j[k] >= j[best] - mic_tie_margin:
+            return k
+    return best
+
+
+def build_aggregator_data(
+    engine,
+    rewards,
+    mic_rows: Sequence[Mapping],
+    values: Sequence[str],
+    out_dir: str | Path,
+    cfg: AggregatorCfg,
+    seed: int = 0,
+) -> Path:
+    """Every agent's answer to each MIC training question; rows (question, c, shown answers) → target.
+
+    Args:
+        engine: `cmva.engine.Engine` with the agents' adapters.
+        rewards: The classifier set that picks targets (`RewardModel`, the second set in a run).
+    """
+    from cmva.aggregator import agent_answers, profile_dict
+
+    rows = [r for r in mic_rows if r["target"]]
+    rows = rows[: cfg.max_rows] if cfg.max_rows else rows
+    if not rows:
+        raise ValueError("no MIC training rows with a target answer")
+    answers = agent_answers(
+        engine,
+        [r["question"] for r in rows],
+        [list(values)] * len(rows),
+        cfg.agent_max_new_tokens,
+        progress="agent answers",
+    )
+    cands = [[*(a[v] for v in values), r["target"]] for r, a in zip(rows, answers, strict=True)]
+    flat = rewards.score([t for c in cands for t in c])
+    z = zscores(flat)
+    k = len(values) + 1
+    rng = random.Random(seed)
+    records = []
+    for qi, (r, a) in enumerate(zip(rows, answers, strict=True)):
+        zq = {v: z[v][qi * k : (qi + 1) * k] for v in values}
+        for p in row_profiles(profile_dict(values, r["profile"]), values, cfg, rng):
+            records.append(_record(r, p, a, zq, values, cfg, rng))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / DATA_FILE, "w") as f:
+        f.writelines(json.dumps(rec) + "\n" for rec in records)
+    stats = data_stats(records, values)
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    log.info("aggregator data: %s", stats)
+    return out / DATA_FILE
+
+
+def _record(row, profile, answers, zq, values, cfg, rng) -> dict:
+    shown = shown_values(profile, cfg, rng)
+    labels = [*shown, MIC]
+    idx = [values.index(v) for v in shown] + [len(values)]
+    target_k = choose_target(profile, {v: [zq[v][i] for i in idx] for v in values}, labels, cfg.mic_tie_margin)
+    source = labels[target_k]
+    target = row["target"] if source == MIC else answers[source]
+    shown_answers = {v: answers[v] for v in shown}
+    return {
+        "id": row["id"],
+        "question": row["question"],
+        "profile": profile,
+        "answers": shown_answers,
+        "target_source": source,
+        "prompt": aggregator_messages(row["question"], profile, shown_answers),
+        "completion": [{"role": "assistant", "content": target}],
+    }
+
+
+def data_stats(records: Sequence[Mapping], values: Sequence[str]) -> dict:
+    """How much in the data depends on c: targets by source, questions with ≥ 2 different targets, all shown."""
+    by_q: dict[str, set] = {}
+    for r in records:
+        by_q.setdefault(r["question"], set()).add(r["completion"][0]["content"])
+    sources: dict[str, int] = {}
+    for r in records:
+        sources[r["target_source"]] = sources.get(r["target_source"], 0) + 1
+    return {
+        "rows": len(records),
+        "questions": len(by_q),
+        "questions_with_2plus_targets": sum(len(t) >= 2 for t in by_q.values()),
+        "rows_showing_all_agents": sum(len(r["answers"]) == len(values) for r in records),
+        "target_sources": sources,
+    }

@@ -1,0 +1,86 @@
+"""Aggregator data in which c matters: targets by normalised c·r(y), random drops independent of c."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from cmva.aggregator_data import MIC, build_aggregator_data, choose_target, shown_values, zscores
+from cmva.config import AggregatorCfg
+
+VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
+
+
+class EchoEngine:
+    """Each agent answers with its own value's name in the text."""
+
+    def generate(self, messages, adapters, **_):
+        return [f"{a} says: {m[-1]['content'][:20]}" for m, a in zip(messages, adapters, strict=True)]
+
+
+class KeywordRewards:
+    """r_v(text) = 0.9 if v is named in the text, 0.2 otherwise; MIC's answers score 0.5 on every value."""
+
+    def score(self, texts):
+        return {v: [0.9 if v in t else 0.5 if t.startswith("MIC") else 0.2 for t in texts] for v in VALUES}
+
+
+def mic_rows(n):
+    return [
+        {"id": f"r{i}", "question": f"question {i}?", "target": f"MIC answer {i}", "profile": [1, 0, 0, 0, 0]}
+        for i in range(n)
+    ]
+
+
+def test_each_question_has_profiles_with_different_targets(tmp_path):
+    cfg = AggregatorCfg(graded_profiles=3, onehot_profiles=1, drop_rate=0.0, mic_tie_margin=0.1)
+    path = build_aggregator_data(EchoEngine(), KeywordRewards(), mic_rows(6), VALUES, tmp_path, cfg, seed=0)
+    rows = [json.loads(line) for line in open(path)]
+    assert len(rows) == 6 * 5
+    by_q: dict[str, set] = {}
+    for r in rows:
+        by_q.setdefault(r["question"], set()).add(r["completion"][0]["content"])
+        hot = [v for v, w in r["profile"].items() if w == 1.0 and sum(r["profile"].values()) == 1.0]
+        if hot:  # a one-hot profile: the agent of that value wins (0.9 vs MIC's 0.5)
+            assert r["target_source"] == hot[0] and r["completion"][0]["content"].startswith(hot[0])
+    assert all(len(targets) >= 2 for targets in by_q.values())
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["questions_with_2plus_targets"] == 6
+    assert stats["rows_showing_all_agents"] >= len(rows) / 2
+
+
+def test_target_weights_values_by_normalised_profile_and_mic_takes_near_ties():
+    z = {"care": [1.0, 0.0, 0.5], "loyalty": [0.0, 1.0, 0.5]}
+    labels = ["care", "loyalty", MIC]
+    assert choose_target({"care": 0.75, "loyalty": 0.25}, z, labels, 0.0) == 0
+    assert choose_target({"care": 0.25, "loyalty": 0.75}, z, labels, 0.0) == 1
+    assert choose_target({"care": 0.25, "loyalty": 0.75}, z, labels, 0.3) == 2  # 0.5 is within 0.3 of 0.75
+    # scale of c does not matter (c / Σc)
+    assert choose_target({"care": 3.0, "loyalty": 1.0}, z, labels, 0.0) == 0
+
+
+def test_zscores_remove_each_values_base_rate():
+    z = zscores({"care": [0.9, 0.8, 0.7], "loyalty": [0.1, 0.2, 0.3], "flat": [0.5, 0.5, 0.5]})
+    assert z["care"].mean() == pytest.approx(0) and z["loyalty"][2] == pytest.approx(z["care"][0])
+    assert list(z["flat"]) == [0, 0, 0]
+
+
+def test_random_drops_do_not_depend_on_the_profile():
+    cfg = AggregatorCfg(drop_rate=0.3)
+    a = dict.fromkeys(VALUES, 1.0)
+    b = {"care": 0.25, "fairness": 1.0, "loyalty": 0.5, "authority": 0.75, "sanctity": 0.25}
+    drops_a = [shown_values(a, cfg, random.Random(s)) for s in range(400)]
+    drops_b = [shown_values(b, cfg, random.Random(s)) for s in range(400)]
+    assert drops_a == drops_b  # same random state → same drop, whatever c says
+    share = sum(len(s) < len(VALUES) for s in drops_a) / len(drops_a)
+    assert 0.2 < share < 0.4
+    dropped = [next(v for v in VALUES if v not in s) for s in drops_a if len(s) < len(VALUES)]
+    assert set(dropped) == set(VALUES)  # any agent, not the low-weight ones
+
+
+def test_zero_weight_agents_are_skipped_and_never_all_dropped():
+    cfg = AggregatorCfg(drop_rate=1.0)
+    assert shown_values({"care": 1.0, "loyalty": 0.0}, cfg, random.Random(0)) == ["care"]
+    assert len(shown_values({"care": 1.0, "loyalty": 0.5}, cfg, random.Random(0))) == 1
