@@ -56,7 +56,8 @@ def time_v(log_text: str) -> dict:
 def collect(root: Path, log: Path | None) -> dict:
     run = _latest(root / "outputs", "cmva-gs-*/evaluate/report/report.json").parents[2]
     report = json.loads((run / "evaluate" / "report" / "report.json").read_text())
-    rewards = json.loads(_latest(root / "outputs", "cmva-gs-*/train-rewards/**/metrics.json").read_text())
+    rewards = json.loads((run / "train-rewards" / "rewards" / "metrics.json").read_text())
+    data_stats = run / "build-aggregator-data" / "data" / "stats.json"
     agents = {}
     for s in root.glob("outputs/cmva-gs-*/for-loop-*/train-agent/agent/summary.json"):
         summary = json.loads(s.read_text())
@@ -69,6 +70,7 @@ def collect(root: Path, log: Path | None) -> dict:
         "report": report,
         "rewards": rewards,
         "agents": agents,
+        "aggregator_data": json.loads(data_stats.read_text()) if data_stats.exists() else {},
         "stages_s": stage_times(text),
         **time_v(text),
     }
@@ -84,13 +86,18 @@ def render(d: dict) -> str:
         stages = ", ".join(f"{k} {v / 60:.1f}" for k, v in d["stages_s"].items())
         lines += [f"Stage minutes (kfp.local): {stages}; evaluation phases (s): {r.get('phases_s')}.", ""]
     lines += ["Reward classifiers, held-out SocialChem test actions:", ""]
-    lines += ["| value | accuracy | F1 | acc. vs other foundations | MIC test replies acc. | ρ with length |"]
-    lines += ["|---|---|---|---|---|---|"]
+    lines += [
+        "| value | accuracy | F1 | acc. vs other foundations | MIC test replies acc. | ρ with length | "
+        "second set's accuracy |"
+    ]
+    lines += ["|---|---|---|---|---|---|---|"]
+    second = rw.get("_second_set_accuracy", {})
     for v in names:
         m = rw[v]
         lines.append(
             f"| {v} | {m['accuracy']:.3f} | {m['f1']:.3f} | {m['vs_other_foundations']['accuracy']:.3f} | "
-            f"{m['mic_test_replies']['accuracy']:.3f} (n={m['mic_test_replies']['n']}) | {m['length_spearman']:+.2f} |"
+            f"{m['mic_test_replies']['accuracy']:.3f} (n={m['mic_test_replies']['n']}) | {m['length_spearman']:+.2f} | "
+            f"{second.get(v, float('nan')):.3f} |"
         )
     corr = rw["_pairwise_correlation"]["max_pairwise"]
     lines += ["", f"Largest pairwise reward correlation on the test actions: {corr:.3f}.", ""]
@@ -130,7 +137,36 @@ def render(d: dict) -> str:
             f"| {s} | {p['win_rate']:.3f} | [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] | {p['shuffled']:.3f} | "
             f"{g['mean_spearman']:.3f} | {g['shuffled']:.3f} | {p['comparisons']} pairs, {g['answers']} graded |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _second_judge(r) + _data_lines(d.get("aggregator_data", {}))) + "\n"
+
+
+def _second_judge(r: dict) -> list[str]:
+    second = r.get("second_judge")
+    if not second:
+        return []
+    lines = ["", "The same answers judged by the second classifier set (it picked the aggregator's targets):", ""]
+    lines += [
+        "| system | paired win rate | 95 % CI | shuffled | graded Spearman | shuffled |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s, p in second["paired"].items():
+        g = second["sensitivity"][s]
+        lines.append(
+            f"| {s} | {p['win_rate']:.3f} | [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] | {p['shuffled']:.3f} | "
+            f"{g['mean_spearman']:.3f} | {g['shuffled']:.3f} |"
+        )
+    return lines
+
+
+def _data_lines(stats: dict) -> list[str]:
+    if not stats:
+        return []
+    return [
+        "",
+        f"Aggregator data: {stats['rows']} rows over {stats['questions']} questions; "
+        f"{stats['questions_with_2plus_targets']} questions have ≥ 2 different targets; "
+        f"{stats['rows_showing_all_agents']} rows show all agents; targets by source {stats['target_sources']}.",
+    ]
 
 
 def main() -> None:

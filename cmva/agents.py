@@ -110,7 +110,7 @@ def train_agent(
     model.generation_config.pad_token_id = tok.pad_token_id
     trainer = RLOOTrainer(
         model=model,
-        reward_funcs=reward_function(reward_model, value),
+        reward_funcs=reward_function(reward_model, value, contrast=cfg.reward == "contrast"),
         args=rloo_config(cfg, out, seed),
         train_dataset=dataset,
         processing_class=tok,
@@ -136,6 +136,7 @@ def train_agent(
         "wall_s": round(wall, 1),
         "algorithm": "RLOO (trl)",
         "beta": cfg.beta,
+        "reward": cfg.reward,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_curves(history, out / "reward_kl.png", title=f"{value} agent: RLOO reward and KL")
@@ -178,6 +179,7 @@ LoRA adapter on the cmva base model, fine-tuned with TRL's RLOO against the `{va
 
 | setting | value |
 |---|---|
+| reward | {"r_" + value + " − mean of the other values' rewards" if cfg.reward == "contrast" else "r_" + value} |
 | steps | {summary["steps"]} |
 | learning rate | {cfg.learning_rate} |
 | batch / generations per prompt | {cfg.per_device_train_batch_size} / {cfg.num_generations} |

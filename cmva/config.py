@@ -7,6 +7,7 @@ Secret configures training (KFP components), `cmva` on a laptop and the model se
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field
@@ -98,6 +99,8 @@ class AgentCfg(_Stage):
     max_completion_length: int = 48
     temperature: float = 0.9
     max_prompts: int | None = None  # cap on training questions (None: all MIC training questions)
+    # "value": reward r_v (the paper); "contrast": r_v − mean of the other values' rewards (cmva.rewards.reward_function)
+    reward: Literal["value", "contrast"] = "value"
     lora: LoraCfg = LoraCfg()
     extra: dict = {}  # any other trl.RLOOConfig field, passed through
 

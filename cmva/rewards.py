@@ -240,8 +240,12 @@ def _completion_text(c) -> str:
     return " ".join(m.get("content", "") for m in c if isinstance(m, dict))
 
 
-def reward_function(model: RewardModel, value: str) -> Callable[..., list[float]]:
+def reward_function(model: RewardModel, value: str, contrast: bool = False) -> Callable[..., list[float]]:
     """A TRL reward function for one value: `(completions, **kwargs) -> list[float]`.
+
+    Args:
+        contrast: Reward r_v − mean of the other values' rewards (the part specific to v) instead of r_v: an answer
+            that is good in general earns nothing, one that serves v more than the others does.
 
     Example:
         >>> f = reward_function(RewardModel.load("runs/cpu/rewards"), "care")   # doctest: +SKIP
@@ -250,9 +254,13 @@ def reward_function(model: RewardModel, value: str) -> Callable[..., list[float]
     """
     if value not in model.value_names:
         raise ValueError(f"no reward head for {value!r}; this reward model has {model.value_names}")
+    others = [v for v in model.value_names if v != value]
 
     def reward(completions, **kwargs) -> list[float]:
-        return model.score([_completion_text(c) for c in completions])[value]
+        s = model.score([_completion_text(c) for c in completions])
+        if not (contrast and others):
+            return s[value]
+        return (np.asarray(s[value]) - np.mean([s[v] for v in others], axis=0)).tolist()
 
-    reward.__name__ = f"{value}_reward"
+    reward.__name__ = f"{value}_{'contrast' if contrast else 'reward'}"
     return reward

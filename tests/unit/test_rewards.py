@@ -53,6 +53,16 @@ def test_rewards_beat_chance_on_sample_test_split(reward_dir):
     assert sum(metrics[v]["accuracy"] for v in VALUES) / 5 > 0.65
 
 
+def test_contrast_reward_is_the_values_score_minus_the_others_mean(reward_dir):
+    path, _ = reward_dir
+    rm = RewardModel.load(path)
+    texts = ["I'd stay and help your neighbour.", "Respect your elders and follow the rules."]
+    s = rm.score(texts)
+    got = reward_function(rm, "care", contrast=True)(completions=texts)
+    want = [s["care"][k] - np.mean([s[v][k] for v in VALUES if v != "care"]) for k in range(2)]
+    assert got == pytest.approx(want, abs=1e-6) and got != pytest.approx(s["care"])
+
+
 def test_second_set_is_the_shipped_encoder_with_its_own_heads(reward_dir):
     path, metrics = reward_dir
     second = RewardModel.load(path / SECOND_DIR)
