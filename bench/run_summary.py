@@ -131,12 +131,7 @@ def render(d: dict) -> str:
         "| system | paired win rate | 95 % CI | shuffled | graded Spearman | shuffled | answers |",
         "|---|---|---|---|---|---|---|",
     ]
-    for s, p in r["paired"].items():
-        g = r["sensitivity"][s]
-        lines.append(
-            f"| {s} | {p['win_rate']:.3f} | [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] | {p['shuffled']:.3f} | "
-            f"{g['mean_spearman']:.3f} | {g['shuffled']:.3f} | {p['comparisons']} pairs, {g['answers']} graded |"
-        )
+    lines += _following_rows(r["paired"], r["sensitivity"], counts=True)
     return "\n".join(lines + _second_judge(r) + _data_lines(d.get("aggregator_data", {}))) + "\n"
 
 
@@ -149,13 +144,20 @@ def _second_judge(r: dict) -> list[str]:
         "| system | paired win rate | 95 % CI | shuffled | graded Spearman | shuffled |",
         "|---|---|---|---|---|---|",
     ]
-    for s, p in second["paired"].items():
-        g = second["sensitivity"][s]
-        lines.append(
+    return lines + _following_rows(second["paired"], second["sensitivity"], counts=False)
+
+
+def _following_rows(paired: dict, sensitivity: dict, counts: bool) -> list[str]:
+    """One table row per system: paired win rate, CI, shuffled; graded Spearman, shuffled (+ how many answers)."""
+    rows = []
+    for s, p in paired.items():
+        g = sensitivity[s]
+        row = (
             f"| {s} | {p['win_rate']:.3f} | [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] | {p['shuffled']:.3f} | "
             f"{g['mean_spearman']:.3f} | {g['shuffled']:.3f} |"
         )
-    return lines
+        rows.append(row + (f" {p['comparisons']} pairs, {g['answers']} graded |" if counts else ""))
+    return rows
 
 
 def _data_lines(stats: dict) -> list[str]:
