@@ -167,8 +167,15 @@ def _data_lines(stats: dict) -> list[str]:
         "",
         f"Aggregator data: {stats['rows']} rows over {stats['questions']} questions; "
         f"{stats['questions_with_2plus_targets']} questions have ≥ 2 different targets; "
-        f"{stats['rows_showing_all_agents']} rows show all agents; targets by source {stats['target_sources']}.",
+        f"{stats['rows_showing_all_agents']} rows show all agents; targets by source {stats['target_sources']}"
+        + _top_weight(stats)
+        + ".",
     ]
+
+
+def _top_weight(stats: dict) -> str:
+    share = stats.get("graded_rows_target_top_weight")
+    return "" if share is None else f"; graded rows whose target is the top-weighted agent's answer: {share:.0%}"
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ For each MIC training question (up to `AggregatorCfg.max_rows`):
 - shown answers: the agents with c_i > 0 (`skip_zero_weight`, as in serving); in a share `drop_rate` of the rows
   one more shown answer is dropped at random, independently of c (a degraded agent in serving), never the last;
 - target for c: among the shown answers and MIC's answer, the one with the highest normalised c·r(y) —
-  c / Σc times rewards z-scored per value over all candidates (so no value wins by its base rate) — with
+  c / Σc times rewards z-scored per value over all candidates (so no value wins by its base rate), its
+  profile-independent part (mean z, general goodness) weighted by `goodness_weight` — with
   MIC's answer taking near-ties (within `mic_tie_margin`). The rewards come from the second classifier set
   (`cmva.rewards.SECOND_DIR`), so the evaluation's judge is not the training signal read back.
 
@@ -78,24 +79,64 @@ def zscores(scores: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
     return out
 
 
+def target_scores(profile: Mapping[str, float], z: Mapping[str, Sequence[float]], goodness_weight: float = 1.0):
+    """Each candidate's (c / Σc)·z(y), split as Σ(c_i − c̄)z_i / Σc + goodness_weight · mean_i z_i.
+
+    With `goodness_weight` 1 this is the paper's normalised c·r(y); below 1 it leans on the part of c·r(y) that
+    changes with c (the mean term, general goodness, ranks candidates alike for every profile).
+    """
+    total = sum(profile.values()) or 1.0
+    mean_c = total / len(profile)
+    specific = sum(((w - mean_c) / total) * np.asarray(z[v], dtype=float) for v, w in profile.items())
+    goodness = np.mean([np.asarray(z[v], dtype=float) for v in profile], axis=0)
+    return specific + goodness_weight * goodness
+
+
 def choose_target(
-    profile: Mapping[str, float], z: Mapping[str, Sequence[float]], labels: Sequence[str], mic_tie_margin: float
+    profile: Mapping[str, float],
+    z: Mapping[str, Sequence[float]],
+    labels: Sequence[str],
+    mic_tie_margin: float,
+    goodness_weight: float = 1.0,
 ) -> int:
-    """Index of the candidate with the highest (c / Σc)·z(y); MIC's answer (label `mic`) wins within the margin.
+    """Index of the candidate with the best `target_scores`; MIC's answer (label `mic`) wins within the margin.
 
     Args:
         profile: c.
         z: value → standardised reward of each candidate.
         labels: each candidate's source (an agent's value, or `mic`).
+        goodness_weight: weight of general goodness (mean z) beside the c-specific part; 1 = (c / Σc)·z.
     """
-    total = sum(profile.values()) or 1.0
-    j = sum((w / total) * np.asarray(z[v], dtype=float) for v, w in profile.items())
+    j = target_scores(profile, z, goodness_weight)
     best = int(np.argmax(j))
     if MIC in labels:
         k = labels.index(MIC)
         if j[k] >= j[best] - mic_tie_margin:
             return k
     return best
+
+
+def select_answers(
+    agent_outputs: Sequence[Mapping[str, str]],
+    probes: Sequence[tuple[int, Mapping[str, float]]],
+    rewards,
+    goodness_weight: float = 1.0,
+    skip_zero_weight: bool = True,
+) -> list[str]:
+    """The target rule as a system: per probe (question index, c), the shown agent answer with the best
+    `target_scores` (no MIC answer at answer time), rewards z-scored over all the questions' agent answers as in
+    training. What the aggregator is trained to imitate, so the ceiling of its profile following."""
+    qs = sorted({i for i, _ in probes})
+    names = list(agent_outputs[qs[0]]) if qs else []
+    z = zscores(rewards.score([agent_outputs[i][v] for i in qs for v in names]))
+    at = {i: k * len(names) for k, i in enumerate(qs)}
+    out = []
+    for i, p in probes:
+        shown = [v for v in active_values(p, skip_zero_weight) if v in agent_outputs[i]]
+        shown = [v for v in shown if agent_outputs[i][v].strip()] or shown  # as in training: empty is no target
+        zc = {u: [z[u][at[i] + names.index(v)] for v in shown] for u in names}
+        out.append(agent_outputs[i][shown[choose_target(p, zc, shown, 0.0, goodness_weight)]])
+    return out
 
 
 def build_aggregator_data(
@@ -148,9 +189,10 @@ def build_aggregator_data(
 
 def _record(row, profile, answers, zq, values, cfg, rng) -> dict:
     shown = shown_values(profile, cfg, rng)
-    labels = [*shown, MIC]
-    idx = [values.index(v) for v in shown] + [len(values)]
-    target_k = choose_target(profile, {v: [zq[v][i] for i in idx] for v in values}, labels, cfg.mic_tie_margin)
+    labels = [*(v for v in shown if answers[v].strip()), MIC]  # an empty answer is shown, never a target
+    idx = [values.index(v) for v in labels[:-1]] + [len(values)]
+    zc = {v: [zq[v][i] for i in idx] for v in values}
+    target_k = choose_target(profile, zc, labels, cfg.mic_tie_margin, cfg.goodness_weight)
     source = labels[target_k]
     target = row["target"] if source == MIC else answers[source]
     shown_answers = {v: answers[v] for v in shown}
@@ -160,6 +202,7 @@ def _record(row, profile, answers, zq, values, cfg, rng) -> dict:
         "profile": profile,
         "answers": shown_answers,
         "target_source": source,
+        "top_weight": max(profile, key=profile.get),
         "prompt": aggregator_messages(row["question"], profile, shown_answers),
         "completion": [{"role": "assistant", "content": target}],
     }
@@ -178,5 +221,14 @@ def data_stats(records: Sequence[Mapping], values: Sequence[str]) -> dict:
         "questions": len(by_q),
         "questions_with_2plus_targets": sum(len(t) >= 2 for t in by_q.values()),
         "rows_showing_all_agents": sum(len(r["answers"]) == len(values) for r in records),
+        "graded_rows_target_top_weight": _top_weight_share(records),
         "target_sources": sources,
     }
+
+
+def _top_weight_share(records: Sequence[Mapping]) -> float | None:
+    """Share of graded rows (all weights positive, not all equal) whose target is the top-weighted agent's answer."""
+    graded = [r for r in records if min(r["profile"].values()) > 0 and len(set(r["profile"].values())) > 1]
+    if not graded:
+        return None
+    return sum(r["target_source"] == r["top_weight"] for r in graded) / len(graded)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 CMVA = "cmva-gs"
 SYSTEM_ORDER = (CMVA, "pt", "few-shot", "prompt-aggregation", "weighted-merge")
+SELECTOR = "target-rule selector"  # profile following only: the agent answer the aggregator's target rule picks
 
 
 def rouge_scores(predictions: Mapping[str, Sequence[str]], targets: Sequence[str]) -> dict[str, dict[str, list]]:
@@ -83,6 +84,7 @@ def evaluate(
     data: str | Path | None = None,
     cfg: EvalCfg | None = None,
     skip_zero_weight: bool = True,
+    goodness_weight: float = 1.0,
 ) -> dict:
     """Run every system on the test rows and write generations.jsonl, report.json, report.md and plots.
 
@@ -94,6 +96,7 @@ def evaluate(
         data: Any MIC-schema CSV to evaluate on (default: the test split of `train_mic`).
         cfg: Evaluation settings (the recipe's `evaluate` section).
         skip_zero_weight: The run's aggregator setting: agents with c_i = 0 left out of the aggregator's input.
+        goodness_weight: The run's aggregator target rule (`cmva.aggregator_data.target_scores`), for the selector.
     """
     from cmva.data import load_mic
     from cmva.engine import Engine
@@ -117,13 +120,16 @@ def evaluate(
 
     gens = generate(engine, rows, train_rows, values, cfg, skip_zero_weight)
     gens.phases = {"load": load_s, **gens.phases}
+    second = _load_second(art / "rewards")
+    if second is not None:
+        _add_selector(gens, second, goodness_weight, skip_zero_weight)
     report = {
         "data": str(data or train_mic),
         "rows": len(rows),
         "rows_with_target": sum(bool(r["target"]) for r in rows),
         "load": report_load.summary(),
         **score(gens, rows, rewards, names),
-        **_second_judge(gens, art / "rewards"),
+        **_second_judge(gens, second),
         "merges": {"profiles_with_2plus_agents": gens.merged_multi},
         "engine_batches": dict(engine.path_counts),  # which generation paths ran (fused mixed, peft mixed, …)
         "wall_s": round(time.time() - t0, 1),
@@ -216,13 +222,28 @@ def _probes(names: Sequence[str], n: int, cfg: EvalCfg):
     return graded, [(i, v) for i in range(min(cfg.paired_questions, n)) for v in names]
 
 
-def _second_judge(gens: Generations, rewards_dir: Path) -> dict:
-    """Profile following judged by the second classifier set (the one that picked the aggregator's targets)."""
+def _load_second(rewards_dir: Path):
+    """The second classifier set (it picked the aggregator's targets), or None for a run from before it."""
     from cmva.rewards import SECOND_DIR, RewardModel
 
-    if not (rewards_dir / SECOND_DIR).exists():  # a run from before the second set
+    return RewardModel.load(rewards_dir / SECOND_DIR) if (rewards_dir / SECOND_DIR).exists() else None
+
+
+def _add_selector(gens: Generations, second, goodness_weight: float, skip_zero_weight: bool) -> None:
+    """The aggregator's target rule applied to the agents' answers on every probe: the ceiling of what the
+    aggregator can learn from its data, judged like every other system."""
+    from cmva.aggregator_data import select_answers
+
+    paired = [(i, onehot(list(gens.agents[i]), v)) for i, v in gens.paired]
+    gens.probe_preds[SELECTOR] = select_answers(gens.agents, gens.probes, second, goodness_weight, skip_zero_weight)
+    gens.paired_preds[SELECTOR] = select_answers(gens.agents, paired, second, goodness_weight, skip_zero_weight)
+
+
+def _second_judge(gens: Generations, second) -> dict:
+    """Profile following judged by the second classifier set (the one that picked the aggregator's targets)."""
+    if second is None:
         return {}
-    paired, sens = profile_following(gens, RewardModel.load(rewards_dir / SECOND_DIR))
+    paired, sens = profile_following(gens, second)
     return {"second_judge": {"paired": paired, "sensitivity": sens}}
 
 
@@ -388,7 +409,8 @@ def render_markdown(report: dict) -> str:
         "training distribution; baselines answer the first probes only) and the answer's",
         "value scores, each centred per value over the answers to the same question (so the classifiers' base",
         "rates do not set the ranking; earlier reports used the raw scores); shuffled: profiles permuted across",
-        "answers.",
+        "answers. `target-rule selector` (both tables) is no system: it is the agent answer the aggregator's",
+        "training rule picks for that profile (second classifier set) — the ceiling of what its data teaches.",
         "",
         "| system | mean Spearman | shuffled | answers (with a defined Spearman) |",
         "|---|---|---|---|",

@@ -105,7 +105,8 @@ def build_aggregator_data_op(
         Path(out), Path(base), agents_by_value(agent_dirs), Path(rewards), _data(mic_uri, "mic"), _values(p), p
     )
     stats = json.loads((Path(out) / "stats.json").read_text())
-    return {k: float(stats[k]) for k in ("rows", "questions_with_2plus_targets", "rows_showing_all_agents")}
+    keys = ("rows", "questions_with_2plus_targets", "rows_showing_all_agents", "graded_rows_target_top_weight")
+    return {k: float(stats[k]) for k in keys if stats.get(k) is not None}
 
 
 def train_aggregator_op(profile: str, overrides: dict, base: str, data: str, out: str) -> dict[str, float]:

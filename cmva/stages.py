@@ -79,6 +79,7 @@ def evaluate_stage(
 ) -> dict:
     from cmva.evaluate import evaluate
 
-    report = evaluate(artifacts, out, values, mic, data, profile.evaluate, profile.aggregator.skip_zero_weight)
+    agg = profile.aggregator
+    report = evaluate(artifacts, out, values, mic, data, profile.evaluate, agg.skip_zero_weight, agg.goodness_weight)
     log.info("ROUGE-L: %s", json.dumps({s: round(r["rougeL"], 4) for s, r in report["rouge"].items()}))
     return report

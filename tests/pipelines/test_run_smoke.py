@@ -95,16 +95,21 @@ def test_smoke_evaluation_takes_the_cpu_profiles_paths(smoke_run):
     assert report["merges"]["profiles_with_2plus_agents"] >= len({json.dumps(g["profile"]) for g in merges})
     graded = [g for g in merges if set(g["profile"].values()) - {0.0, 1.0}]
     assert graded, "no graded (non-binary) profile in the smoke evaluation"
-    assert set(report["sensitivity"]) == {"cmva-gs", "prompt-aggregation", "weighted-merge"}
+    selector = "target-rule selector"  # the aggregator's target rule on the agents' answers
+    assert set(report["sensitivity"]) == {"cmva-gs", "prompt-aggregation", "weighted-merge", selector}
+    agent_texts = {g["text"] for g in gens if g["system"].startswith("agent:")}
+    picked = [g for g in gens if g["system"] == selector]
+    assert len(picked) == 2 * 2 + 2 * 5 and {g["text"] for g in picked} <= agent_texts
+    assert report["sensitivity"][selector]["answers"] == 2 * 2
     # CMVA-GS answers every graded probe; the baselines the first `baseline_probes` (the cpu profile's split)
     assert report["sensitivity"]["cmva-gs"]["answers"] == 2 * 2 > len(merges) == 2
     assert all(report["sensitivity"][s]["answers"] == len(merges) for s in ("prompt-aggregation", "weighted-merge"))
     assert "second_judge" in report and set(report["second_judge"]["paired"]) == set(report["paired"])
     # Paired one-hot test: every system, 2 questions × 5 values × 4 other values each.
-    assert set(report["paired"]) == {"cmva-gs", "prompt-aggregation", "weighted-merge"}
+    assert set(report["paired"]) == {"cmva-gs", "prompt-aggregation", "weighted-merge", selector}
     assert all(d["comparisons"] == 2 * 5 * 4 for d in report["paired"].values())
     paired = [g for g in gens if g.get("probe") == "paired"]
-    assert len(paired) == 3 * 2 * 5 and all(sorted(g["profile"].values()) == [0, 0, 0, 0, 1] for g in paired)
+    assert len(paired) == 4 * 2 * 5 and all(sorted(g["profile"].values()) == [0, 0, 0, 0, 1] for g in paired)
     for png in ("profile_following.png", "specialisation.png"):
         assert (out / "eval" / png).stat().st_size > 1000
     assert set(report["specialisation"]["matrix"]) == set(VALUES)

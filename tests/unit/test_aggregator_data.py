@@ -7,7 +7,15 @@ import random
 
 import pytest
 
-from cmva.aggregator_data import MIC, build_aggregator_data, choose_target, shown_values, zscores
+from cmva.aggregator_data import (
+    MIC,
+    build_aggregator_data,
+    choose_target,
+    select_answers,
+    shown_values,
+    target_scores,
+    zscores,
+)
 from cmva.config import AggregatorCfg
 
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
@@ -61,6 +69,17 @@ def test_target_weights_values_by_normalised_profile_and_mic_takes_near_ties():
     assert choose_target({"care": 3.0, "loyalty": 1.0}, z, labels, 0.0) == 0
 
 
+def test_goodness_weight_trades_general_goodness_for_the_part_that_moves_with_c():
+    z = {"care": [1.0, 0.8], "loyalty": [1.0, -0.5]}  # 0: good on both values; 1: care only
+    c = {"care": 0.75, "loyalty": 0.25}
+    assert target_scores(c, z, 1.0) == pytest.approx([1.0, 0.475])  # = (c / Σc)·z
+    assert choose_target(c, z, ["care", "loyalty"], 0.0, goodness_weight=1.0) == 0
+    assert choose_target(c, z, ["care", "loyalty"], 0.0, goodness_weight=0.0) == 1
+    # the profile-independent part ranks candidates alike for every c: only the specific part changes
+    flipped = {"care": 0.25, "loyalty": 0.75}
+    assert choose_target(flipped, z, ["care", "loyalty"], 0.0, goodness_weight=0.0) == 0
+
+
 def test_zscores_remove_each_values_base_rate():
     z = zscores({"care": [0.9, 0.8, 0.7], "loyalty": [0.1, 0.2, 0.3], "flat": [0.5, 0.5, 0.5]})
     assert z["care"].mean() == pytest.approx(0) and z["loyalty"][2] == pytest.approx(z["care"][0])
@@ -84,3 +103,28 @@ def test_zero_weight_agents_are_skipped_and_never_all_dropped():
     cfg = AggregatorCfg(drop_rate=1.0)
     assert shown_values({"care": 1.0, "loyalty": 0.0}, cfg, random.Random(0)) == ["care"]
     assert len(shown_values({"care": 1.0, "loyalty": 0.5}, cfg, random.Random(0))) == 1
+
+
+class _TextScores:
+    """A reward model reading its scores from the text: 'care=0.9 loyalty=0.1'."""
+
+    def score(self, texts):
+        parsed = [dict(kv.split("=") for kv in t.split()) for t in texts]
+        return {v: [float(p[v]) for p in parsed] for v in ("care", "loyalty")}
+
+
+def test_selector_applies_the_target_rule_to_each_probes_agent_answers():
+    agents = [
+        {"care": "care=0.9 loyalty=0.5", "loyalty": "care=0.5 loyalty=0.9"},
+        {"care": "care=0.8 loyalty=0.8", "loyalty": "care=0.2 loyalty=0.3"},  # care's answer is good on both
+    ]
+    probes = [
+        (0, {"care": 1.0, "loyalty": 0.25}),
+        (0, {"care": 0.25, "loyalty": 1.0}),
+        (1, {"care": 0.0, "loyalty": 1.0}),
+    ]
+    picked = select_answers(agents, probes, _TextScores(), goodness_weight=0.0)
+    assert picked == [agents[0]["care"], agents[0]["loyalty"], agents[1]["loyalty"]]  # c = e_loyalty shows loyalty only
+    # with general goodness weighted in, question 1's all-round answer wins whatever c leans to
+    both = [(1, {"care": 0.25, "loyalty": 1.0})]
+    assert select_answers(agents, both, _TextScores(), goodness_weight=1.0) == [agents[1]["care"]]
