@@ -9,6 +9,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from cmva.atomic import write_text_atomic
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -60,9 +62,7 @@ def write_result(name: str, result: dict, markdown: str, out_dir: str | Path | N
         + f"; torch {m['torch']}\n\n"
     )
     for path, text in ((out / f"{name}.json", json.dumps(result, indent=2)), (out / f"{name}.md", head + markdown)):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(path, text)
     return out / f"{name}.md"
 
 

@@ -271,7 +271,7 @@ def kfp_kill_and_rerun(work: Path, timeout_s: float = 900.0) -> dict:
     outputs = root / "smoke" / "outputs"
     t0 = time.time()
     proc = _pipeline(root, work / "kfp-first.log")
-    while not list(outputs.glob("cmva-gs-*/for-loop-1-iteration-*")):
+    while not list(outputs.glob("cmva-gs-*/train-agent*")):
         if proc.poll() is not None or time.time() - t0 > timeout_s:
             raise RuntimeError(
                 f"the first run ended before an agent started: {(work / 'kfp-first.log').read_text()[-2000:]}"
@@ -282,8 +282,8 @@ def kfp_kill_and_rerun(work: Path, timeout_s: float = 900.0) -> dict:
     proc.wait()
     killed_after_s = time.time() - t0
     first = next(outputs.glob("cmva-gs-*"))
-    finished_first = _tasks(work / "kfp-first.log", r"Task '([a-z-]+)' finished with status")
-    agents = list(first.glob("for-loop-1-iteration-*/agent"))
+    finished_first = _tasks(work / "kfp-first.log", r"Task '([a-z0-9-]+)' finished with status")
+    agents = list(first.glob("train-agent*/agent"))
     incomplete = [
         str(a.relative_to(root))
         for a in agents
@@ -291,7 +291,7 @@ def kfp_kill_and_rerun(work: Path, timeout_s: float = 900.0) -> dict:
     ]
     if not (first / "import-base" / "base" / "model.safetensors").is_file():
         incomplete.append("import-base/base")
-    partial_scratch = [str(p.relative_to(root)) for p in first.rglob(".partial-*")]
+    partial_scratch = [str(p.relative_to(root)) for p in first.rglob(".tmp-*")]
 
     t1 = time.time()
     rerun = _pipeline(root, work / "kfp-rerun.log")
@@ -300,12 +300,12 @@ def kfp_kill_and_rerun(work: Path, timeout_s: float = 900.0) -> dict:
     except subprocess.TimeoutExpired:
         os.killpg(rerun.pid, signal.SIGKILL)
         rc = rerun.wait()
-    executed = _tasks(work / "kfp-rerun.log", r"Executing task '([a-z-]+)'")
+    executed = _tasks(work / "kfp-rerun.log", r"Executing task '([a-z0-9-]+)'")
     reused = list(finished_first)
     for t in executed:
         if t in reused:
             reused.remove(t)
-    serving = sorted((root / "smoke" / "serving").glob("*")) if rc == 0 else []
+    serving = sorted(d for d in (root / "smoke" / "serving").glob("*") if d.name != "channels") if rc == 0 else []
     verified = []
     if serving:
         names = ["base", "rewards", "aggregator"] + [f"agents/{d.name}" for d in (serving[-1] / "agents").iterdir()]

@@ -38,7 +38,8 @@ def stage_times(log_text: str) -> dict[str, float]:
         if m.group(2):
             started[m.group(2)] = t
         elif m.group(3) in started:
-            out[m.group(3)] = out.get(m.group(3), 0.0) + (t - started.pop(m.group(3))).total_seconds() % 86400
+            stage = re.sub(r"-\d+$", "", m.group(3))  # train-agent-2 … (one task per agent): train-agent
+            out[stage] = out.get(stage, 0.0) + (t - started.pop(m.group(3))).total_seconds() % 86400
     return out
 
 
@@ -59,7 +60,8 @@ def collect(root: Path, log: Path | None) -> dict:
     rewards = json.loads((run / "train-rewards" / "rewards" / "metrics.json").read_text())
     data_stats = run / "build-aggregator-data" / "data" / "stats.json"
     agents = {}
-    for s in root.glob("outputs/cmva-gs-*/for-loop-*/train-agent/agent/summary.json"):
+    old_layout = root.glob("outputs/cmva-gs-*/for-loop-*/train-agent/agent/summary.json")  # ParallelFor, before
+    for s in [*old_layout, *root.glob("outputs/cmva-gs-*/train-agent*/agent/summary.json")]:
         summary = json.loads(s.read_text())
         agents[summary["value"]] = summary
     commit = git_commit(root)  # the checkout the run was made in (ROOT lies inside it), not this script's

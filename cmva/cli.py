@@ -247,14 +247,16 @@ def serve_cmd(
     port: Annotated[int, typer.Option(help="transformer port; predictors take the next ones")] = 8080,
     values: ValuesOpt = None,
     ask: Annotated[str | None, typer.Option(help="send one question through the chain, print the answer, stop")] = None,
+    host: Annotated[str, typer.Option(help="address every server binds (0.0.0.0: all interfaces)")] = "127.0.0.1",
 ) -> None:
-    """Start the serving chain as real KServe model servers on loopback; Ctrl-C stops all of it."""
+    """Start the serving chain as real KServe model servers on loopback; Ctrl-C or SIGTERM stops all of it."""
     import time
 
     from cmva.serving.launcher import ask as ask_chain
-    from cmva.serving.launcher import format_answer, start_chain
+    from cmva.serving.launcher import format_answer, start_chain, stop_on_sigterm
 
-    chain = start_chain(artifacts, topology, port, values.split(",") if values else None)
+    stop_on_sigterm()
+    chain = start_chain(artifacts, topology, port, values.split(",") if values else None, host=host)
     with chain:
         typer.echo(
             f"cmva ({topology}) ready: POST {chain.url}/v1/models/cmva:predict | {chain.url}/openai/v1/chat/completions"
@@ -271,27 +273,68 @@ def serve_cmd(
             typer.echo("stopping")
 
 
-@app.command("manifests")
-def manifests_cmd(overlay: Annotated[str, typer.Option(help="separate | packed | gpu")] = "packed") -> None:
-    """Print the rendered Kubernetes manifests of an overlay (kustomize build equivalent)."""
-    from cmva.manifests import render
+StoreOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="CMVA_STORE", help="where runs are published (<store>/<run id>/) and channels live (<store>/channels/)"
+    ),
+]
 
-    typer.echo(render(overlay))
+
+@app.command("promote")
+def promote_cmd(
+    run_id: Annotated[str, typer.Option(help="the published run (the pipeline run id) to serve")],
+    channel: Annotated[str, typer.Option(help="serving channel, e.g. prod or staging")],
+    store: StoreOpt = "s3://cmva/serving",
+) -> None:
+    """Make a serving channel serve one published run's artifacts; rollback = promote the older run.
+
+    The InferenceServices of the channel read `<store>/channels/<channel>` at start: restart them to pick it up.
+    """
+    from cmva.channels import channel_uri, promote
+    from cmva.storage import StorageError
+
+    try:
+        record = promote(store, run_id, channel)
+    except (StorageError, ValueError) as e:
+        _fail(e)
+    typer.echo(f"channel {channel} ({channel_uri(store, channel)}) serves run {record['run_id']}")
+    typer.echo(f"previous run: {record['previous_run_id'] or '(none)'}")
 
 
 pipeline_app = typer.Typer(no_args_is_help=True, help="The KFP pipeline: compile, run locally, submit to Kubeflow.")
 app.add_typer(pipeline_app, name="pipeline")
-PlatformOpt = Annotated[Path | None, typer.Option(help="YAML with Kubernetes settings (image, GPU, node pool, Secret)")]
+PlatformOpt = Annotated[
+    Path | None, typer.Option(help="YAML with Kubernetes settings (cmva.config.PlatformCfg: image, resources, GPU…)")
+]
+DigestOpt = Annotated[
+    str | None, typer.Option(help="pin the train image by digest (sha256:…): KFP caches tasks by the image string")
+]
+ChannelOpt = Annotated[str, typer.Option(help="channel to promote to when the quality gate passes; '': publish only")]
+
+
+def _platform(platform: Path | None, image_digest: str | None):
+    from cmva.kfp_runner import platform_from_env
+
+    p = platform_from_env(platform)
+    return type(p).model_validate({**p.model_dump(), "image_digest": image_digest}) if image_digest else p
 
 
 @pipeline_app.command("compile")
 def pipeline_compile_cmd(
-    out: Annotated[Path, typer.Option(help="directory for the IR YAML")], platform: PlatformOpt = None
+    out: Annotated[Path, typer.Option(help="directory for the IR YAML")],
+    platform: PlatformOpt = None,
+    profile: Annotated[
+        str, typer.Option(help="default of the pipeline's profile parameter; smoke and cpu request no GPU")
+    ] = "paper",
+    values: ValuesOpt = None,
+    image_digest: DigestOpt = None,
 ) -> None:
-    """Write the pipeline's IR YAML, to upload in the Kubeflow dashboard."""
-    from cmva.kfp_runner import compile_pipeline, platform_from_env
+    """Write the pipeline's IR YAML (`submit` uploads it; it can also be uploaded in the dashboard)."""
+    from cmva.kfp_runner import compile_pipeline
 
-    typer.echo(f"pipeline: {compile_pipeline(out, platform_from_env(platform))}")
+    path = compile_pipeline(out, _platform(platform, image_digest), values.split(",") if values else None, profile)
+    typer.echo(f"pipeline: {path}")
 
 
 @pipeline_app.command("run")
@@ -303,23 +346,32 @@ def pipeline_run_cmd(
     set_: SetOpt = None,
     values: ValuesOpt = None,
     root: Annotated[Path, typer.Option(help="local pipeline root (outputs + cache)")] = Path("runs/kfp"),
-    ask: Annotated[str | None, typer.Option(help="then serve the published artifacts (packed) and ask this")] = None,
+    ask: Annotated[str | None, typer.Option(help="then serve the promoted channel (packed) and ask this")] = None,
     port: Annotated[int, typer.Option(help="port of the serving chain for --ask")] = 8080,
+    channel: ChannelOpt = "staging",
 ) -> None:
     """Run the same DAG locally with kfp.local.SubprocessRunner; finished tasks are cached."""
-    from cmva.kfp_runner import latest_serving_dir, run_local, summarize_report
+    from cmva.channels import channel_uri, read_release
+    from cmva.kfp_runner import gate_verdict, latest_serving_dir, run_local, summarize_report
 
     if not local:
         _fail(ValueError("pass --local to run here, or use `cmva pipeline submit --host URL` for a Kubeflow cluster"))
-    report = run_local(root / profile, profile, _overrides(set_), values.split(",") if values else None)
+    vals = values.split(",") if values else None
+    report = run_local(root / profile, profile, _overrides(set_), vals, channel=channel)
     typer.echo((report / "report.md").read_text())
+    typer.echo(gate_verdict(report))
     typer.echo(f"ROUGE-L: {summarize_report(report)}")
     typer.echo(f"report: {report / 'report.md'}")
+    channel_dir = channel_uri(root.resolve() / profile / "serving", channel) if channel else None
+    release = read_release(channel_dir) if channel_dir else None
+    if release:
+        typer.echo(f"channel {channel} ({channel_dir}) serves run {release['run_id']}")
     if ask:
         from cmva.serving.launcher import ask as ask_chain
-        from cmva.serving.launcher import format_answer, start_chain
+        from cmva.serving.launcher import format_answer, start_chain, stop_on_sigterm
 
-        serving = latest_serving_dir(root / profile)
+        stop_on_sigterm()
+        serving = channel_dir if release else latest_serving_dir(root / profile)
         profile_c = {"care": 1.0, "fairness": 0.5}
         with start_chain(str(serving), "packed", port) as chain:
             typer.echo(f"\nserving chain (packed) on {chain.url}, artifacts {serving}:")
@@ -328,15 +380,67 @@ def pipeline_run_cmd(
 
 @pipeline_app.command("submit")
 def pipeline_submit_cmd(
-    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API URL")],
+    host: Annotated[
+        str | None, typer.Option(envvar="KF_PIPELINES_ENDPOINT", help="Kubeflow Pipelines API URL (…/pipeline)")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Kubeflow profile namespace (multi-user): experiment, run and pipeline go there")
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="experiment the run is filed under (created if absent)")] = "cmva",
+    run_name: Annotated[str | None, typer.Option(help="run name shown in the dashboard")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="CMVA_KFP_TOKEN", help="bearer token (kfp.Client existing_token)")
+    ] = None,
+    sa_token_path: Annotated[
+        str | None, typer.Option(help="projected service-account token file, inside a cluster (kfp credentials)")
+    ] = None,
+    cookies: Annotated[
+        str | None, typer.Option(help="session cookie of the dashboard login, e.g. authservice_session=…")
+    ] = None,
+    ssl_ca_cert: Annotated[str | None, typer.Option(help="CA bundle of the Kubeflow endpoint")] = None,
     profile: ProfileOpt = "paper",
     set_: SetOpt = None,
+    values: ValuesOpt = None,
+    mic_uri: Annotated[str, typer.Option(help="MIC-schema CSV (s3://bucket/key); '': the bundled sample")] = "",
+    socialchem_uri: Annotated[str, typer.Option(help="SocialChem TSV (s3://bucket/key); '': the bundled sample")] = "",
+    eval_uri: Annotated[str, typer.Option(help="MIC-schema CSV to evaluate on; '': the test split")] = "",
+    store_uri: Annotated[str, typer.Option(help="where runs are published and channels live")] = "s3://cmva/serving",
+    channel: ChannelOpt = "staging",
     platform: PlatformOpt = None,
+    image_digest: DigestOpt = None,
+    service_account: Annotated[str | None, typer.Option(help="Kubernetes service account of the run's pods")] = None,
+    pipeline_name: Annotated[str, typer.Option(help="name in the dashboard's Pipelines list")] = "cmva-gs",
+    cache: Annotated[bool, typer.Option(help="reuse cached task results")] = True,
 ) -> None:
-    """Submit a run to a Kubeflow cluster (kfp.Client)."""
-    from cmva.kfp_runner import platform_from_env, submit
+    """Upload the pipeline (or a new version of it) and start a run on a Kubeflow cluster (kfp.Client)."""
+    from cmva.kfp_runner import submit
 
-    typer.echo(f"run id: {submit(host, profile, _overrides(set_), platform_from_env(platform))}")
+    params = dict(
+        mic_uri=mic_uri, socialchem_uri=socialchem_uri, eval_uri=eval_uri, store_uri=store_uri, channel=channel
+    )
+    try:
+        done = submit(
+            host,
+            profile,
+            _overrides(set_),
+            _platform(platform, image_digest),
+            values.split(",") if values else None,
+            namespace=namespace,
+            experiment=experiment,
+            run_name=run_name,
+            pipeline_name=pipeline_name,
+            params=params,
+            service_account=service_account,
+            enable_caching=cache,
+            token=token,
+            sa_token_path=sa_token_path,
+            cookies=cookies,
+            ssl_ca_cert=ssl_ca_cert,
+        )
+    except ValueError as e:
+        _fail(e)
+    typer.echo(f"pipeline {pipeline_name}: id {done.pipeline_id}, version {done.version_name} ({done.version_id})")
+    typer.echo(f"run id: {done.run_id}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,14 +26,33 @@ class StorageSettings(BaseSettings):
     endpoint: str | None = Field(default=None, validation_alias=AliasChoices("S3_ENDPOINT"))
     use_https: bool = Field(default=True, validation_alias=AliasChoices("S3_USE_HTTPS"))
     verify_ssl: bool = Field(default=True, validation_alias=AliasChoices("S3_VERIFY_SSL"))
-    access_key: str | None = Field(default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID"))
-    secret_key: str | None = Field(default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"))
+    # Secrets: shown as '**********' in reprs and logs; read only where the client is built.
+    access_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID"))
+    secret_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"))
     region: str | None = Field(default=None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
-    # Bounded retries: an unreachable endpoint fails in about
-    # sum(backoff * 2**i) seconds instead of hanging a pipeline step.
-    max_retries: int = Field(default=4, validation_alias=AliasChoices("CMVA_S3_MAX_RETRIES"))
-    backoff_s: float = Field(default=0.5, validation_alias=AliasChoices("CMVA_S3_BACKOFF_S"))
-    timeout_s: float = Field(default=10.0, validation_alias=AliasChoices("CMVA_S3_TIMEOUT_S"))
+    # Every HTTP request to S3 ends within `request_bound_s()` (about 100 s with these defaults), even
+    # against an endpoint that accepts connections and never answers: see there.
+    max_retries: int = Field(default=3, ge=0, validation_alias=AliasChoices("CMVA_S3_MAX_RETRIES"))
+    backoff_s: float = Field(default=0.5, ge=0, validation_alias=AliasChoices("CMVA_S3_BACKOFF_S"))
+    backoff_max_s: float = Field(default=10.0, ge=0, validation_alias=AliasChoices("CMVA_S3_BACKOFF_MAX_S"))
+    timeout_s: float = Field(default=5.0, gt=0, validation_alias=AliasChoices("CMVA_S3_TIMEOUT_S"))  # connect
+    read_timeout_s: float = Field(default=20.0, gt=0, validation_alias=AliasChoices("CMVA_S3_READ_TIMEOUT_S"))
+
+    def backoffs_s(self) -> list[float]:
+        """The sleeps before each retry (urllib3: none before the first, then backoff · 2^(n-1), capped)."""
+        return [
+            0.0 if n == 1 else min(self.backoff_max_s, self.backoff_s * 2 ** (n - 1))
+            for n in range(1, self.max_retries + 1)
+        ]
+
+    def request_bound_s(self) -> float:
+        """Upper bound on one HTTP request to a stalled or unreachable endpoint, retries included.
+
+        Each of the 1 + max_retries attempts waits at most `timeout_s` to connect (or to send a chunk)
+        plus `read_timeout_s` for the answer's next bytes; between attempts the backoffs. A server's
+        Retry-After is not honoured, so it cannot stretch the bound.
+        """
+        return (self.max_retries + 1) * (self.timeout_s + self.read_timeout_s) + sum(self.backoffs_s())
 
     def host_and_tls(self) -> tuple[str, bool]:
         """The `host:port` and TLS flag for the minio client.
@@ -55,7 +74,7 @@ class StorageSettings(BaseSettings):
 # ---------------------------------------------------------------------------------------------------
 # Run profiles (README, "Profiles"). Each profile is one YAML recipe in cmva/recipes/, one section per stage.
 # ---------------------------------------------------------------------------------------------------
-from pydantic import BaseModel, ConfigDict  # noqa: E402
+from pydantic import BaseModel, ConfigDict, field_validator  # noqa: E402
 
 
 class _Stage(BaseModel):
@@ -138,6 +157,19 @@ class EvalCfg(_Stage):
     seed: int = 0
 
 
+class GateCfg(_Stage):
+    """Quality gate between evaluation and publishing (cmva.gate): what a run must reach to be served.
+
+    Checks: CMVA-GS ROUGE-L ≥ the best baseline's + `rougeL_margin`; every agent's conformity to its value above
+    the PT model's by more than `min_conformity_delta`. A metric that is missing or NaN fails its check.
+    """
+
+    enforce: bool = True  # False: the verdict is reported (metrics, Markdown) but publishing goes ahead
+    rougeL_margin: float = 0.0
+    baselines: list[str] = ["pt", "few-shot", "prompt-aggregation", "weighted-merge"]
+    min_conformity_delta: float = 0.0
+
+
 class Profile(_Stage):
     name: str
     values: list[str] = ["care", "fairness", "loyalty", "authority", "sanctity"]
@@ -147,6 +179,7 @@ class Profile(_Stage):
     agent: AgentCfg = AgentCfg()
     aggregator: AggregatorCfg = AggregatorCfg()
     evaluate: EvalCfg = EvalCfg()
+    gate: GateCfg = GateCfg()  # decides publishing only: no artifact depends on it
 
 
 PROFILES = ("smoke", "cpu", "paper")
@@ -178,23 +211,101 @@ def load_profile(name_or_path: str, overrides: dict | None = None) -> Profile:
     return Profile.model_validate(data)
 
 
-class PlatformCfg(_Stage):
-    """Kubernetes settings compiled into the KFP pipeline (kfp-kubernetes); GPU stages get the accelerator.
+class StageResources(_Stage):
+    """What one pipeline stage's pod asks Kubernetes for."""
 
-    Read from CMVA_* environment variables by `cmva pipeline compile|submit`, or from a YAML file.
+    cpu_request: str = "1"
+    cpu_limit: str | None = None
+    memory_request: str = "2Gi"
+    memory_limit: str = "4Gi"
+    timeout_s: int = Field(default=3600, ge=0)  # the pod's activeDeadlineSeconds; 0: none
+    gpu: bool = False  # requests the accelerator (and the GPU node pool) unless the profile runs on CPU
+
+
+# Sized for the paper profile (SmolLM2-1.7B, LoRA) on one GPU node; a platform file overrides any field per stage.
+STAGE_RESOURCES: dict[str, StageResources] = {
+    "import-base": StageResources(cpu_request="1", memory_request="8Gi", memory_limit="16Gi", timeout_s=3600),
+    "train-rewards": StageResources(cpu_request="4", memory_request="8Gi", memory_limit="16Gi", timeout_s=4 * 3600),
+    "train-agent": StageResources(
+        cpu_request="4", memory_request="16Gi", memory_limit="32Gi", timeout_s=12 * 3600, gpu=True
+    ),
+    "collect-agents": StageResources(cpu_request="500m", memory_request="1Gi", memory_limit="2Gi", timeout_s=1800),
+    "build-aggregator-data": StageResources(
+        cpu_request="4", memory_request="16Gi", memory_limit="32Gi", timeout_s=6 * 3600, gpu=True
+    ),
+    "train-aggregator": StageResources(
+        cpu_request="4", memory_request="16Gi", memory_limit="32Gi", timeout_s=12 * 3600, gpu=True
+    ),
+    "evaluate": StageResources(
+        cpu_request="4", memory_request="16Gi", memory_limit="32Gi", timeout_s=6 * 3600, gpu=True
+    ),
+    "quality-gate": StageResources(cpu_request="250m", memory_request="512Mi", memory_limit="1Gi", timeout_s=600),
+    "publish-for-serving": StageResources(
+        cpu_request="1", memory_request="2Gi", memory_limit="4Gi", timeout_s=2 * 3600
+    ),
+    "promote": StageResources(cpu_request="1", memory_request="2Gi", memory_limit="4Gi", timeout_s=2 * 3600),
+}
+CPU_PROFILES = ("smoke", "cpu")  # recipes that train on CPU: their pipelines request no GPU
+
+
+class PlatformCfg(_Stage):
+    """Kubernetes settings compiled into the KFP pipeline (kfp-kubernetes).
+
+    Read from a YAML file (`--platform`) or CMVA_* environment variables by `cmva pipeline compile|submit`.
     """
 
     image: str = "ghcr.io/cmva/cmva-train:0.1.0"
+    # Pin the image by digest (`sha256:…`): KFP caches a task by its image string, so a retagged image would
+    # otherwise reuse results computed by older code.
+    image_digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    image_pull_secrets: list[str] = []
+    pod_labels: dict[str, str] = {"app.kubernetes.io/part-of": "cmva", "cmva.io/role": "pipeline"}
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_count: int = 1
-    gpu_stages: list[str] = ["train-agent", "build-aggregator-data", "train-aggregator", "evaluate"]
+    # None: GPU stages request the accelerator unless the profile is one of CPU_PROFILES; True/False: always/never.
+    gpu: bool | None = None
     # Agents trained at once: 0 = all of them (each on its own GPU node). Local runs use 1: on one machine
     # parallel trainers only fight over the cores (measured: 2 RLOO agents at once on 2 cores, 391 s/step).
     agent_parallelism: int = Field(default=0, ge=0)
-    node_selector: dict[str, str] = {"cmva.io/pool": "gpu"}
+    node_selector: dict[str, str] = {"cmva.io/pool": "gpu"}  # GPU stages only
     tolerations: list[dict] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    cpu_request: str = "2"
-    memory_request: str = "16Gi"
-    memory_limit: str = "32Gi"
-    s3_secret: str = "cmva-s3"  # Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, never a parameter
-    s3_endpoint_url: str = "http://minio.cmva.svc.cluster.local:9000"
+    # Per stage (keys of STAGE_RESOURCES); fields not given keep the stage's defaults.
+    resources: dict[str, StageResources] = {}
+    retries: int = Field(default=2, ge=0)  # a failed task is retried this often (outputs are atomic: safe)
+    retry_backoff: str = "60s"  # doubled after each retry
+    display_names: bool = True  # `train-agent: care`…; KFP backends before 2.5 lose artifacts of renamed tasks
+    # Secret in the namespace the pipelines run in (the Kubeflow profile's) with the read-write pipeline user's
+    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (README, KServe); keys are never pipeline parameters.
+    s3_secret: str = "cmva-s3"
+    # AWS_ENDPOINT_URL of every task; None: not set (kfp.local applies task env too: local runs keep the shell's)
+    s3_endpoint_url: str | None = "http://minio.cmva.svc.cluster.local:9000"
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _merge_stage_defaults(cls, value):
+        """A stage given in the platform file keeps its built-in defaults for the fields it does not set."""
+        out = {}
+        for stage, given in (value or {}).items():
+            if stage not in STAGE_RESOURCES:
+                raise ValueError(f"resources: unknown stage {stage!r}; stages: {', '.join(STAGE_RESOURCES)}")
+            given = given.model_dump(exclude_unset=True) if isinstance(given, StageResources) else dict(given)
+            out[stage] = {**STAGE_RESOURCES[stage].model_dump(), **given}
+        return out
+
+    def stage(self, name: str) -> StageResources:
+        """The resources of stage `name`."""
+        return self.resources.get(name) or STAGE_RESOURCES[name]
+
+    def uses_gpu(self, profile: str) -> bool:
+        """Whether GPU stages request the accelerator for this profile (never for `smoke` and `cpu`)."""
+        return self.gpu if self.gpu is not None else profile not in CPU_PROFILES
+
+    def image_ref(self) -> str:
+        """The image the tasks run: `image`, or `repository@digest` when `image_digest` pins it."""
+        if not self.image_digest:
+            return self.image
+        repo = self.image.split("@", 1)[0]
+        name_start = repo.rfind("/") + 1
+        if ":" in repo[name_start:]:  # a tag (not a registry port)
+            repo = repo[: name_start + repo[name_start:].index(":")]
+        return f"{repo}@{self.image_digest}"

@@ -80,12 +80,33 @@ def train_agent_op(
 
 
 def agents_by_value(agent_dirs: Sequence[str]) -> dict[str, Path]:
-    """Agent artifacts (e.g. collected from a ParallelFor) keyed by the value in their summary.json."""
+    """Agent artifacts keyed by the value in their summary.json.
+
+    Each entry is one agent's directory, or a `collect-agents` output holding one subdirectory per agent.
+    """
     out = {}
-    for d in agent_dirs:
-        value = json.loads((Path(d) / "summary.json").read_text())["value"]
-        out[value] = Path(d)
+    for d in map(Path, agent_dirs):
+        for agent in [d] if (d / "summary.json").is_file() else sorted(p for p in d.iterdir() if p.is_dir()):
+            value = json.loads((agent / "summary.json").read_text())["value"]
+            if value in out:
+                raise ValueError(f"two agent artifacts for value {value!r}: {out[value]} and {agent}")
+            out[value] = agent
     return out
+
+
+def collect_agents_op(agents: dict[str, str | None], out: str) -> dict[str, float]:
+    """Copy each trained agent into `<out>/<value>/` (one artifact the later stages take); returns counts."""
+    import shutil
+
+    given = {v: Path(d) for v, d in agents.items() if d}
+    for value, d in given.items():
+        found = json.loads((d / "summary.json").read_text())["value"]
+        if found != value:
+            raise ValueError(f"the agent passed as {value!r} was trained for {found!r} ({d})")
+        shutil.copytree(d, Path(out) / value)
+    if not given:
+        raise ValueError("collect-agents got no agent")
+    return {"agents": float(len(given))}
 
 
 def build_aggregator_data_op(
@@ -159,24 +180,41 @@ def evaluate_op(
     metrics["reward_correlation_max"] = report["reward_correlation"]["max_pairwise"]
     for system, d in report["paired"].items():
         metrics["paired_win_rate_" + system.replace("-", "_")] = d["win_rate"]
-    md = (Path(out) / "report.md").read_text()
+    md = inline_images((Path(out) / "report.md").read_text(), Path(out))
     # KFP metrics cannot hold NaN (e.g. a Spearman undefined on every answer): such a metric is left out, and
     # its `_n` companion (0) says why; report.json keeps every value.
     return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}, md, report_html(md, Path(out))
 
 
+def _png_data_uri(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def inline_images(markdown: str, out: Path) -> str:
+    """The Markdown with each `![alt](plot.png)` of `out` as a data: URI (the dashboard has no other copy)."""
+    import re
+
+    def repl(m: re.Match) -> str:
+        p = out / m.group(2)
+        return f"![{m.group(1)}]({_png_data_uri(p)})" if p.is_file() else m.group(0)
+
+    return re.sub(r"!\[([^\]]*)\]\(([^()\s]+\.png)\)", repl, markdown)
+
+
 def report_html(markdown: str, out: Path) -> str:
     """The report as one HTML page with the PNG plots inlined (the KFP dashboard shows HTML artifacts)."""
-    import base64
     import html
     import re
 
     body = []
     for line in markdown.splitlines():
-        m = re.fullmatch(r"!\[(.*)\]\((.*\.png)\)", line.strip())
-        if m and (out / m.group(2)).is_file():
-            data = base64.b64encode((out / m.group(2)).read_bytes()).decode()
-            body.append(f'<img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}"/>')
+        m = re.fullmatch(r"!\[(.*)\]\((.*\.png|data:image/png;base64,[A-Za-z0-9+/=]+)\)", line.strip())
+        if m and m.group(2).startswith("data:"):
+            body.append(f'<img alt="{html.escape(m.group(1))}" src="{m.group(2)}"/>')
+        elif m and (out / m.group(2)).is_file():
+            body.append(f'<img alt="{html.escape(m.group(1))}" src="{_png_data_uri(out / m.group(2))}"/>')
         else:
             body.append(html.escape(line))
     return "<html><body><pre>" + "\n".join(body) + "</pre></body></html>"
@@ -185,18 +223,40 @@ def report_html(markdown: str, out: Path) -> str:
 def publish_op(
     store_uri: str, version: str, base: str, rewards: str, agent_dirs: Sequence[str], aggregator: str
 ) -> str:
-    """Publish the serving artifacts under `<store_uri>/<version>/` (what InferenceServices point at)."""
+    """Publish the serving artifacts under `<store_uri>/<version>/`, then its release record (cmva.channels).
+
+    A channel (`cmva promote`, the pipeline's promote step) then serves a copy of them.
+    """
+    from cmva.channels import record_run, run_uri
     from cmva.storage import open_store
 
     if not version:
-        raise ValueError("publish needs a version (e.g. the pipeline run id) so InferenceServices can pin it")
-    store = open_store(f"{store_uri.rstrip('/')}/{version}")
-    store.publish(Path(base), "base", overwrite=True)
-    store.publish(Path(rewards), "rewards", overwrite=True)
+        raise ValueError("publish needs a version (e.g. the pipeline run id) so a channel can name the run")
+    store = open_store(run_uri(store_uri, version))
+    manifests = {"base": store.publish(Path(base), "base", overwrite=True)}
+    manifests["rewards"] = store.publish(Path(rewards), "rewards", overwrite=True)
     for v, d in agents_by_value(agent_dirs).items():
-        store.publish(d, f"agents/{v}", overwrite=True)
-    store.publish(Path(aggregator), "aggregator", overwrite=True)
+        manifests[f"agents/{v}"] = store.publish(d, f"agents/{v}", overwrite=True)
+    manifests["aggregator"] = store.publish(Path(aggregator), "aggregator", overwrite=True)
+    record_run(store_uri, version, manifests)
     return store.uri
+
+
+def gate_op(profile: str, overrides: dict, report: str) -> tuple[str, dict[str, float], str]:
+    """The quality gate on an evaluation report directory: ('pass' | 'fail', metrics, Markdown verdict)."""
+    from cmva.gate import check_report
+
+    result = check_report(json.loads((Path(report) / "report.json").read_text()), _profile(profile, overrides).gate)
+    log.info("quality gate: %s%s", result.verdict, "" if result.enforced else " (not enforced)")
+    return result.verdict, result.metrics(), result.markdown()
+
+
+def promote_op(store_uri: str, run_id: str, channel: str) -> str:
+    """Make `channel` serve run `run_id` (cmva.channels.promote); returns the channel's URI."""
+    from cmva.channels import channel_uri, promote
+
+    promote(store_uri, run_id, channel)
+    return channel_uri(store_uri, channel)
 
 
 @contextlib.contextmanager
@@ -204,21 +264,13 @@ def atomic_dir(path: str):
     """Yield a scratch directory that becomes `path` only when the block succeeds.
 
     A component killed mid-stage leaves no half-written artifact at its output path (KFP then records
-    no output and no cache entry, so a rerun recomputes exactly that stage).
+    no output and no cache entry, so a rerun recomputes exactly that stage). Leftovers of an earlier
+    attempt at `path` are replaced: no reader watches a component's own output.
     """
-    import os
-    import shutil
+    from cmva.atomic import atomic_dir as _atomic_dir
 
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".partial-{final.name}-", dir=final.parent))
-    try:
+    with _atomic_dir(path, exist="replace") as scratch:
         yield str(scratch)
-        if final.exists():
-            shutil.rmtree(final) if final.is_dir() else final.unlink()
-        os.replace(scratch, final)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def log_metrics(artifact, values: dict[str, float]) -> None:

@@ -16,9 +16,9 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from cmva.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,8 @@ def base_tokenizer_dir() -> Path:
     if (dest / "tokenizer.json").is_file():
         return dest
     tok = _load_gguf(gguf, "tokenizer")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent))
-    tok.save_pretrained(tmp)
-    os.replace(tmp, dest) if not dest.exists() else shutil.rmtree(tmp)
+    with atomic_dir(dest, exist="keep") as tmp:  # a concurrent extraction wrote the same files
+        tok.save_pretrained(tmp)
     return dest
 
 

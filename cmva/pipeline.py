@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +37,7 @@ class Run:
         self.root.mkdir(parents=True, exist_ok=True)
         run_file = self.root / RUN_FILE
         info = {
-            "profile": profile.model_dump(),
+            "profile": profile.model_dump(exclude={"gate"}),  # the gate decides publishing, no artifact
             "mic": str(self.mic.resolve()),
             "socialchem": str(self.socialchem.resolve()),
         }
@@ -53,19 +51,14 @@ class Run:
         run_file.write_text(json.dumps(info, indent=2))
 
     def stage(self, name: str, fn: Callable[[Path], object]) -> Path:
-        """Run `fn(tmp_dir)` unless artifact `name` exists; publish tmp_dir as `name` atomically."""
+        """Run `fn(dir)` unless artifact `name` exists; what it writes into `dir` is published atomically."""
         if self.store.exists(name):
             log.info("stage %-22s reused (%s)", name, self.store.uri_of(name))
             self.timings.setdefault(name, 0.0)
             return self.store.get(name)
         log.info("stage %-22s running", name)
         t0 = time.time()
-        tmp = Path(tempfile.mkdtemp(prefix=f".work-{name.replace('/', '-')}-", dir=self.root))
-        try:
-            fn(tmp)
-            self.store.publish(tmp, name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        self.store.create(name, fn)
         self.timings[name] = round(time.time() - t0, 1)
         log.info("stage %-22s done in %.1f s", name, self.timings[name])
         return self.store.get(name)

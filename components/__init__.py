@@ -1,14 +1,6 @@
-"""KFP components: one per stage, each a thin call into cmva (`cmva.kfp_ops`).
+"""KFP components, one module per stage: re-exports of `cmva.kfp_components`, where they are defined so that
+`cmva pipeline compile|submit` work from an installed wheel and inside the train image."""
 
-All run on the Dockerfile.train image (set CMVA_TRAIN_IMAGE to your registry's tag before compiling),
-which already has cmva and kfp installed: nothing is pip-installed at run time (air-gapped on-prem).
-"""
+from cmva.kfp_components import TRAIN_IMAGE, cmva_component
 
-import functools
-import os
-
-from kfp import dsl
-
-TRAIN_IMAGE = os.environ.get("CMVA_TRAIN_IMAGE", "ghcr.io/cmva/cmva-train:0.1.0")
-
-cmva_component = functools.partial(dsl.component, base_image=TRAIN_IMAGE, install_kfp_package=False)
+__all__ = ["TRAIN_IMAGE", "cmva_component"]

@@ -1,14 +1,5 @@
-"""build-aggregator-data: every agent's answer per MIC training question; rows under several profiles c, each
-with the candidate of highest normalised c·r(y) as target (cmva.aggregator_data)."""
+"""build-aggregator-data: every agent's answer per MIC training question; rows with c·r(y)-best targets."""
 
-from kfp.dsl import Dataset, Input, Model, Output
+from cmva.kfp_components import build_aggregator_data
 
-from components import cmva_component
-
-
-@cmva_component
-def build_aggregator_data(profile: str, overrides: dict, values: list, mic_uri: str, base: Input[Model], agents: Input[list[Model]], rewards: Input[Model], data: Output[Dataset]):
-    from cmva.kfp_ops import atomic_dir, build_aggregator_data_op
-
-    with atomic_dir(data.path) as out:
-        data.metadata.update(build_aggregator_data_op(profile, overrides, values, mic_uri, base.path, [a.path for a in agents], rewards.path, out))
+__all__ = ["build_aggregator_data"]

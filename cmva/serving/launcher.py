@@ -3,6 +3,8 @@
 One process per InferenceService of the topology:
 - separate: one predictor per agent (ports N+2…), the aggregator predictor (N+1), the transformer (N);
 - packed: one predictor with the base model, every agent adapter and the aggregator (N+1), the transformer (N).
+Every server binds `host` (127.0.0.1 unless told otherwise). SIGTERM to the launching process stops them all
+(`stop_on_sigterm`), as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -64,11 +66,27 @@ def free_port_block(n: int) -> int:
     raise RuntimeError(f"no block of {n} free ports on loopback")
 
 
-def _spawn(role: str, args: list[str], log_dir: Path, name: str) -> subprocess.Popen:
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (timeout, systemd, a container runtime) into SystemExit, so that `with chain:` and
+    start_chain's own cleanup stop the servers instead of leaving them running on their ports."""
+
+    def _exit(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def connect_host(host: str) -> str:
+    """Where to reach a server bound to `host` (a wildcard address is reached on loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _spawn(role: str, args: list[str], log_dir: Path, name: str, bind: str) -> subprocess.Popen:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false")
     code = f"from cmva.serving.servers import main_{role}; main_{role}()"
     log = open(log_dir / f"{name}.log", "w")
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+    cmd = [sys.executable, "-c", code, *args, "--host", bind]
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def wait_ready(url: str, model: str, proc: subprocess.Popen, timeout: float = 180.0, log: Path | None = None) -> None:
@@ -95,6 +113,7 @@ def start_chain(
     log_dir: str | Path | None = None,
     model_name: str = "cmva",
     agent_timeout_s: float = 120.0,
+    host: str = "127.0.0.1",
 ) -> Chain:
     """Start every server of the topology, wait until all are ready; returns the chain (URL of the transformer)."""
     from cmva.values import resolve_values
@@ -108,7 +127,7 @@ def start_chain(
         else Path(log_dir or "serve-logs")
     )
     logs.mkdir(parents=True, exist_ok=True)
-    host = "127.0.0.1"
+    bind, host = host, connect_host(host)
     chain = Chain(url=f"http://{host}:{port}", logs=logs)
     vals = ",".join(values)
     try:
@@ -129,6 +148,7 @@ def start_chain(
                 ],
                 logs,
                 "packed",
+                bind,
             )
             routes, predictor = f"packed=http://{host}:{port + 1}", f"{host}:{port + 1}"
             waits = [("packed", "agents"), ("packed", model_name)]
@@ -136,15 +156,29 @@ def start_chain(
             chain.ports["aggregator"] = port + 1
             chain.processes["aggregator"] = _spawn(
                 "aggregator",
-                ["--artifacts", str(artifacts), "--model_name", model_name, "--http_port", str(port + 1)],
+                [
+                    "--artifacts",
+                    str(artifacts),
+                    "--values",
+                    vals,
+                    "--model_name",
+                    model_name,
+                    "--http_port",
+                    str(port + 1),
+                ],
                 logs,
                 "aggregator",
+                bind,
             )
             parts = []
             for i, v in enumerate(values):
                 chain.ports[v] = port + 2 + i
                 chain.processes[v] = _spawn(
-                    "agent", ["--artifacts", str(artifacts), "--values", v, "--http_port", str(port + 2 + i)], logs, v
+                    "agent",
+                    ["--artifacts", str(artifacts), "--values", v, "--http_port", str(port + 2 + i)],
+                    logs,
+                    v,
+                    bind,
                 )
                 parts.append(f"{v}=http://{host}:{port + 2 + i}")
             routes, predictor = ",".join(parts), f"{host}:{port + 1}"
@@ -170,6 +204,7 @@ def start_chain(
             ],
             logs,
             "transformer",
+            bind,
         )
         for proc_name, model in [*waits, ("transformer", model_name)]:
             wait_ready(

@@ -13,9 +13,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 
-def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
+def _error(status: int, message: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
     return JSONResponse(
-        status_code=status, content={"error": {"message": message, "type": "invalid_request_error", "param": param}}
+        status_code=status,
+        content={"error": {"message": message, "type": kind, "param": param}},
+        headers=headers,
     )
 
 
@@ -23,6 +26,8 @@ def add_openai_route(app, model) -> None:
     """Register the chat-completions route for a CMVATransformer `model`."""
     from kserve.errors import InvalidInput
     from openai.types.chat import ChatCompletion
+
+    from cmva.serving.errors import ChainError
 
     @app.post("/openai/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -53,6 +58,8 @@ def add_openai_route(app, model) -> None:
             result, _ = await model(v1, dict(request.headers))
         except InvalidInput as e:
             return _error(400, str(e), str(e).split(":")[0])
+        except ChainError as e:  # 502 / 503 (Retry-After) in the OpenAI error shape
+            return _error(e.status_code, str(e), headers=e.headers)
         pred = result["predictions"][0]
         completion = ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex[:16]}",

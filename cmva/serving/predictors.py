@@ -4,95 +4,112 @@ Agent request:      {"instances": [{"question": "...", "values": ["care", ...]}]
 Agent response:     {"predictions": [{"answers": {"care": "..."}, "scores": {"care": {"care": 0.9, ...}}}]}
 Aggregator request: {"instances": [{"question": "...", "profile": {...}, "answers": {"care": "..."}}]}
 Aggregator response: {"predictions": [{"answer": "..."}]}
+
+Requests are validated with the transformer's own models (cmva.serving.schemas: 400 naming the field) and
+the work budget (cmva.serving.limits). Weights load in `load()` (KServe's convention: `ready` follows it).
+Generation runs in the batcher's worker thread, reward scoring in one scoring thread: the event loop keeps
+answering health checks and other requests meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import kserve
-from kserve.errors import InvalidInput
-from pydantic import ValidationError
 
 from cmva.prompts import agent_messages, aggregator_messages
-from cmva.serving.schemas import Parameters, error_message
+from cmva.serving.limits import MAX_REQUEST_TOKENS, check_work_budget
+from cmva.serving.schemas import parse_agent_request, parse_aggregator_request
 
 log = logging.getLogger(__name__)
 
 
 def resolve_artifacts(uri: str) -> Path:
-    """A local run directory, or an s3:// prefix downloaded with KServe's storage handler (same S3 env)."""
-    if uri.startswith("s3://"):
-        from kserve_storage import Storage
+    """Local root of the artifacts to serve: a run directory, KServe's /mnt/models or an s3:// prefix
+    (fetched with the same S3 env), every artifact verified against its `_manifest.json`.
 
-        return Path(Storage.download(uri))
-    p = Path(uri)
-    if not p.is_dir():
-        raise FileNotFoundError(f"artifacts not found: {uri}")
-    return p
+    Raises:
+        cmva.storage.StorageError: Naming a missing manifest or a file whose sha256 differs.
+    """
+    from cmva.storage import open_serving
+
+    return open_serving(uri)
 
 
 class SharedBackend:
-    """One base model + the adapters a process serves, one reward model; shared by its kserve Models."""
+    """One base model + the adapters a process serves, one reward model; shared by its kserve Models.
 
-    def __init__(self, artifacts: str, adapters: list[str]):
-        from cmva.engine import Engine
-        from cmva.rewards import RewardModel
+    Nothing is loaded until `load()`."""
+
+    def __init__(self, artifacts: str, adapters: list[str], max_queue: int = 256):
+        self.artifacts, self.adapters, self.max_queue = artifacts, adapters, max_queue
+        self.engine = self.rewards = self.batcher = None
+        self.run_id: str | None = None  # the published run the artifacts belong to (V2 model metadata `versions`)
+        # One thread: the reward model's tokenizer is not safe to share between threads.
+        self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmva-scoring")
+
+    def load(self) -> None:
+        """Load the weights once (every Model of the process calls this)."""
         from cmva.serving.batcher import MicroBatcher
 
-        root = resolve_artifacts(artifacts)
-        paths = {a: root / ("aggregator" if a == "aggregator" else f"agents/{a}") for a in adapters}
+        if self.engine is None:
+            self.engine, self.rewards = self._load_models()
+            self.batcher = MicroBatcher(self.engine, max_queue=self.max_queue)
+
+    def _load_models(self):
+        from cmva.channels import served_run
+        from cmva.engine import Engine
+        from cmva.rewards import RewardModel
+
+        root = resolve_artifacts(self.artifacts)
+        self.run_id = served_run(self.artifacts, root)  # refuses a channel mid-promotion or mixing two runs
+        paths = {a: root / ("aggregator" if a == "aggregator" else f"agents/{a}") for a in self.adapters}
         for a, p in paths.items():
             if not (p / "adapter_model.safetensors").is_file():
                 raise FileNotFoundError(f"adapter {a!r}: no adapter_model.safetensors under {p} (safetensors only)")
-        self.engine = Engine(root / "base", paths)
-        self.batcher = MicroBatcher(self.engine)
-        self.rewards = RewardModel.load(root / "rewards") if (root / "rewards").is_dir() else None
+        rewards = RewardModel.load(root / "rewards") if (root / "rewards").is_dir() else None
+        return Engine(root / "base", paths), rewards
+
+    async def score(self, texts: list[str]) -> dict[str, list[float]] | None:
+        """Reward scores of `texts` per value, computed off the event loop (None without a reward model)."""
+        if self.rewards is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(self._scoring, self.rewards.score, texts)
 
 
-def _instances(payload) -> list[dict]:
-    if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list) or not payload["instances"]:
-        raise InvalidInput("instances: expected a non-empty list")
-    return payload["instances"]
+class _BackendModel(kserve.Model):
+    """A kserve Model on a SharedBackend: not ready until `load()` has loaded the backend's weights."""
+
+    def __init__(
+        self, name: str, backend: SharedBackend, values: list[str], max_request_tokens: int = MAX_REQUEST_TOKENS
+    ):
+        super().__init__(name)
+        self.backend, self.values, self.max_request_tokens = backend, values, max_request_tokens
+
+    def load(self) -> bool:
+        self.backend.load()
+        self.ready = True
+        return self.ready
 
 
-def _parameters(payload) -> Parameters:
-    """The request's parameters, validated by the same model as the transformer's (400 naming the field)."""
-    try:
-        return Parameters.model_validate(payload.get("parameters") or {})
-    except ValidationError as e:
-        raise InvalidInput("parameters." + error_message(e)) from None
-
-
-class AgentModel(kserve.Model):
+class AgentModel(_BackendModel):
     """Moral agents: `values` has one value (topology separate) or all of them (topology packed)."""
 
-    def __init__(self, name: str, backend: SharedBackend, values: list[str]):
-        super().__init__(name)
-        self.backend, self.values = backend, values
-        self.ready = True
-
     async def predict(self, payload, headers=None, response_headers=None) -> dict:
-        jobs = []
-        instances, params = _instances(payload), _parameters(payload)
-        for i, inst in enumerate(instances):
-            q = inst.get("question") if isinstance(inst, dict) else None
-            if not isinstance(q, str) or not q.strip():
-                raise InvalidInput(f"instances.{i}.question: expected a non-empty string")
-            wanted = inst.get("values") or self.values
-            unknown = [v for v in wanted if v not in self.values]
-            if unknown:
-                raise InvalidInput(f"instances.{i}.values: {unknown} not served here (serving {self.values})")
-            jobs += [(i, v, q) for v in wanted]
+        req = parse_agent_request(payload, self.values)
+        jobs = [(i, v, inst.question) for i, inst in enumerate(req.instances) for v in inst.values or self.values]
+        check_work_budget(len(jobs), req.parameters.max_new_tokens, self.max_request_tokens)
         texts = await self.backend.batcher.generate(
             [agent_messages(q) for _, _, q in jobs],
             [v for _, v, _ in jobs],
-            params.max_new_tokens,
-            params.min_new_tokens,
+            req.parameters.max_new_tokens,
+            req.parameters.min_new_tokens,
         )
-        preds = [{"answers": {}, "scores": {}} for _ in instances]
-        scores = self.backend.rewards.score(texts) if self.backend.rewards and params.scores else None
+        scores = await self.backend.score(texts) if req.parameters.scores else None
+        preds = [{"answers": {}, "scores": {}} for _ in req.instances]
         for k, ((i, v, _), t) in enumerate(zip(jobs, texts, strict=True)):
             preds[i]["answers"][v] = t
             if scores:
@@ -100,23 +117,14 @@ class AgentModel(kserve.Model):
         return {"predictions": preds}
 
 
-class AggregatorModel(kserve.Model):
-    """The contextual aggregator: (question, profile, agent answers) → one answer."""
-
-    def __init__(self, name: str, backend: SharedBackend):
-        super().__init__(name)
-        self.backend = backend
-        self.ready = True
+class AggregatorModel(_BackendModel):
+    """The contextual aggregator: (question, profile, agent answers) → one answer; `values`: the service's."""
 
     async def predict(self, payload, headers=None, response_headers=None) -> dict:
-        prompts = []
-        instances, params = _instances(payload), _parameters(payload)
-        for i, inst in enumerate(instances):
-            try:
-                prompts.append(aggregator_messages(inst["question"], inst["profile"], inst.get("answers") or {}))
-            except (KeyError, TypeError, AttributeError):
-                raise InvalidInput(f"instances.{i}: expected question, profile and answers") from None
+        req = parse_aggregator_request(payload, self.values)
+        check_work_budget(len(req.instances), req.parameters.max_new_tokens, self.max_request_tokens)
+        prompts = [aggregator_messages(inst.question, inst.profile, inst.answers) for inst in req.instances]
         texts = await self.backend.batcher.generate(
-            prompts, ["aggregator"] * len(prompts), params.max_new_tokens, params.min_new_tokens
+            prompts, ["aggregator"] * len(prompts), req.parameters.max_new_tokens, req.parameters.min_new_tokens
         )
         return {"predictions": [{"answer": t} for t in texts]}

