@@ -1,12 +1,19 @@
 """Reliability of the serving chain, the pipeline and the artifact store under bad input and injected faults.
 
-$ .venv/bin/python -m bench.reliability [--out DIR] [--requests N] [--skip-pipeline]
+$ .venv/bin/python -m bench.reliability [--out DIR] [--requests N] [--only PART,…] [--skip-pipeline]
 
-(a) >= 1000 schema-fuzzed requests (hypothesis) against V1, V2 and the OpenAI route: no 5xx, every 4xx
-    names the offending field; (b) one agent SIGKILLed under 8 concurrent clients (separate topology):
-    no failed request, later answers degraded; (c) the local KFP pipeline killed mid-stage and rerun:
-    finished stages reused, no half-written artifact; (d) the S3 endpoint cut during a publish: a clear
-    StorageError, nothing visible, a republish round-trips.
+(a) fuzz: >= 2000 schema-fuzzed requests (hypothesis) over the transformer (V1, V2, OpenAI route) and the
+    agent and aggregator predictors (V1, V2), in the packed and the separate topology: no 5xx, every 4xx
+    names the problem; (b) kill: one agent SIGKILLed under 8 concurrent clients (separate topology): no
+    failed request, later answers degraded; (c) pipeline: the local KFP pipeline killed mid-stage and rerun:
+    finished stages reused, no half-written artifact; (d) s3: the S3 endpoint cut during a publish: a clear
+    StorageError, nothing visible, a republish round-trips; (e) hang: one agent SIGSTOPped under 8 clients:
+    no failed request, answers degraded; (f) restart: the packed predictor SIGKILLed and restarted under
+    8 clients: only 503s while it is down, full answers once it is back; (g) body: 50 MB bodies get 413, the
+    transformer's RSS grows < 100 MB; (h) unload: model load/unload refused on every server, the chain still
+    answers; (i) cancel: a storm of clients that leave mid-request, then ordinary requests all answer in full;
+    (j) manifest: a hostile `_manifest.json` on S3 writes nothing outside the cache.
+Every part records the commit and the time it was measured at; parts not run keep their previous figures.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +31,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.artifacts import WORK
-from bench.common import RESULTS, verdict, write_result
+from bench.common import RESULTS, git_commit, write_result
+from bench.reliability_report import markdown
 
 SMOKE = WORK / "smoke"
 
@@ -61,133 +70,64 @@ def server_errors(log_dir: Path, limit: int = 5) -> list[str]:
     return found[:limit]
 
 
-def run_fuzz_part(artifacts: Path, n: int) -> dict:
-    from bench.reliability_fuzz import generate_cases, run_fuzz
-    from cmva.serving.launcher import free_port_block, start_chain
+def stamp(part: dict) -> dict:
+    """A part's figures with the commit and the time they were measured at."""
+    return part | {"commit": git_commit(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
-    t0 = time.time()
-    cases = generate_cases(n)
-    gen_s = time.time() - t0
-    logs = artifacts / "serve-logs" / "fuzz"
-    with start_chain(str(artifacts), "packed", free_port_block(3), log_dir=logs) as chain:
+
+class Fuzzing:
+    """Fuzz results accumulated over the chains (topologies) fuzzed so far."""
+
+    def __init__(self):
+        self.cases, self.results, self.send_s, self.generate_s, self.tracebacks = [], [], 0.0, 0.0, []
+
+    def run(self, chain, topology: str, n: int, values: list[str]) -> dict:
+        from bench.reliability_chaos import base_urls
+        from bench.reliability_fuzz import send_all
+        from bench.reliability_fuzz_predictors import topology_cases
+
         t0 = time.time()
-        with tqdm(total=len(cases), desc="fuzz", unit="req") as bar:
-            res = run_fuzz(chain.url, cases, workers=4, progress=bar)
-        res["send_s"] = round(time.time() - t0, 1)
-    res["generate_s"] = round(gen_s, 1)
-    res["serve_logs"] = str(logs)
-    if res["5xx"]:
-        res["server_tracebacks"] = server_errors(logs)
-    return res
+        cases = topology_cases(n, topology, values)
+        self.generate_s += time.time() - t0
+        t0 = time.time()
+        with tqdm(total=len(cases), desc=f"fuzz {topology}", unit="req") as bar:
+            results = send_all(base_urls(chain), cases, workers=4, progress=bar)
+        self.send_s += time.time() - t0
+        if any(r["status"] is not None and r["status"] >= 500 for r in results):
+            self.tracebacks += server_errors(chain.logs)
+        self.cases += cases
+        self.results += results
+        return self.summary()
+
+    def summary(self) -> dict:
+        from bench.reliability_fuzz import summarize
+
+        res = summarize(self.cases, self.results)
+        res["by_topology"] = {}
+        for t in sorted({c.endpoint.split("/")[0] for c in self.cases}):
+            idx = [i for i, c in enumerate(self.cases) if c.endpoint.startswith(t + "/")]
+            s = summarize([self.cases[i] for i in idx], [self.results[i] for i in idx])
+            keys = ("total", "5xx", "4xx", "4xx_unnamed", "transport_errors", "valid_rejected", "malformed_accepted")
+            res["by_topology"][t] = {k: s[k] for k in keys}
+        res |= {"send_s": round(self.send_s, 1), "generate_s": round(self.generate_s, 1)}
+        if self.tracebacks:
+            res["server_tracebacks"] = self.tracebacks[:5]
+        return stamp(res)
 
 
-def _zero(n: int) -> str:
-    return verdict(n, 0, higher_is_better=False)
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
-def _rows(r: dict) -> list[tuple[str, str, str]]:
-    """(check, measured, target and verdict) for every part that ran."""
-    rows = []
-    if f := r.get("fuzz"):
-        rows += [
-            ("(a) fuzzing: 5xx responses", f"{f['5xx']} of {f['total']}", _zero(f["5xx"])),
-            ("(a) fuzzing: 4xx not naming the field", f"{f['4xx_unnamed']} of {f['4xx']} 4xx", _zero(f["4xx_unnamed"])),
-            ("(a) fuzzing: transport errors / timeouts", str(f["transport_errors"]), _zero(f["transport_errors"])),
-            ("(a) fuzzing: valid requests rejected", str(f["valid_rejected"]), _zero(f["valid_rejected"])),
-        ]
-    if k := r.get("kill_agent"):
-        victim, after = k["killed"], k["after_kill"]
-        rows += [
-            (f"(b) `{victim}` SIGKILLed, {k['clients']} clients: failed requests",
-             f"{k['failed']} of {k['total']}", _zero(k["failed"])),
-            ("(b) answers sent after the kill not marked degraded",
-             f"{k['undegraded_after_kill']} of {after} ({k['degraded_missing_victim']} degraded, missing `{victim}`)",
-             _zero(k["undegraded_after_kill"])),
-        ]  # fmt: skip
-    if p := r.get("pipeline"):
-        finished = len(p["finished_before_kill"])
-        rows += [
-            ("(c) KFP killed mid-stage: half-written artifacts", str(len(p["incomplete_artifacts"])),
-             _zero(len(p["incomplete_artifacts"]))),
-            ("(c) rerun: stages finished before the kill recomputed",
-             f"{finished - len(p['reused'])} of {finished} (reused: {', '.join(p['reused']) or '—'})",
-             _zero(finished - len(p["reused"]))),
-            ("(c) rerun completes, published artifacts verify",
-             f"rc {p['rerun_rc']}, {len(p['serving_verified'])} artifacts checksum-verified",
-             _met(p["rerun_rc"] == 0 and p["report_written"])),
-        ]  # fmt: skip
-    else:
-        rows.append(("(c) KFP killed mid-stage and rerun", "skipped (--skip-pipeline)", "—"))
-    if s := r.get("s3"):
-        clear = s.get("error_type") is not None and s.get("error_names_endpoint")
-        hidden = not s["visible_after_cut"] and s["get_after_cut"].startswith("ArtifactNotFoundError")
-        up = f"{s['objects_uploaded_before_cut']} of {s['files']} files uploaded, exists()={s['visible_after_cut']}"
-        trip = f"{s.get('roundtrip_files', 0)} files, checksums ok={s.get('roundtrip_checksums_ok')}"
-        rows += [
-            (
-                "(d) S3 cut mid-publish: error names the endpoint",
-                f"{s.get('error_type')} after {s['fail_after_s']} s",
-                _met(clear),
-            ),
-            ("(d) partial artifact invisible (moto queried directly)", up, _met(hidden)),
-            ("(d) republish after restart round-trips", trip, _met(bool(s.get("roundtrip_checksums_ok")))),
-        ]
-    return rows
-
-
-def _code(text: str) -> str:
-    return text.replace("`", "'").replace("\n", " ")
-
-
-def _notes(r: dict) -> list[str]:
-    notes = []
-    if f := r.get("fuzz"):
-        endpoints = ", ".join(f"{e} {n}" for e, n in f["by_endpoint"].items())
-        notes.append(
-            f"Fuzzing: {f['total']} requests ({endpoints}), statuses {json.dumps(f['status'])}, "
-            f"{len(f['kinds'])} mutation kinds, {f['send_s']} s; {f['malformed_accepted']} malformed requests "
-            f"were answered 200 ({json.dumps(f['malformed_accepted_by_kind'])})."
-        )
-        notes += [f"server error behind a 5xx: `{_code(e)}`" for e in f.get("server_tracebacks", [])]
-        for what in ("5xx", "4xx_unnamed", "transport_errors", "valid_rejected"):
-            for ex in f["examples"][what][:3]:
-                notes.append(
-                    f"{what}: `{ex['endpoint']}:{ex['kind']}` → {ex['status']}: {ex['error'][:200]!r} "
-                    f"(field {ex['expected_field']}); body `{_code(ex['body'][:120])}`"
-                    + (
-                        f"; the same request on a fresh connection: {ex.get('fresh_retry')}"
-                        if what == "transport_errors"
-                        else ""
-                    )
-                )
-    if k := r.get("kill_agent"):
-        notes.append(
-            f"Kill: after {k.get('killed_after_s')} s of load; {k['before_kill']} answered before the kill, {k['in_flight_at_kill']} in flight, "
-            f"{k['after_kill']} sent after; p50 latency {k['p50_latency_s']} s, max {k['max_latency_s']} s; "
-            f"chain start {k['startup_s']} s."
-        )
-    if p := r.get("pipeline"):
-        notes.append(
-            f"Pipeline: killed after {p['killed_after_s']} s; the rerun executed {', '.join(p['rerun_executed'])} "
-            f"in {p['rerun_s']} s; scratch dirs the kill left beside the outputs: {len(p['partial_scratch_dirs'])}."
-        )
-    if s := r.get("s3"):
-        notes.append(f"S3: proxy cut after {s.get('cut_after_mb')} MB; first publish: {s['first_publish'][:300]}")
-    for part, when in r.get("carried_over", {}).items():
-        notes.append(f"`{part}` figures carried over from the run of {when} (not rerun this time).")
-    return notes
-
-
-def markdown(r: dict) -> str:
-    table = ["| check | measured | target |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in _rows(r)]
-    return "\n".join(table) + "\n\n" + "\n".join(f"- {n}" for n in _notes(r)) + "\n"
-
-
-PARTS = ("fuzz", "kill_agent", "pipeline", "s3")
+# --only names → result keys
+PARTS = {
+    "fuzz": "fuzz",
+    "kill": "kill_agent",
+    "pipeline": "pipeline",
+    "s3": "s3",
+    "hang": "hang_agent",
+    "restart": "restart_predictor",
+    "body": "big_body",
+    "unload": "unload",
+    "cancel": "cancel_storm",
+    "manifest": "hostile_manifest",
+}
 
 
 def previous_results(out: Path) -> dict:
@@ -199,10 +139,11 @@ def previous_results(out: Path) -> dict:
 def save(fresh: dict, previous: dict, out: str | None) -> Path:
     """Write what this run measured so far, plus the previous figures of the parts it has not (yet) run."""
     result = dict(fresh)
-    for part in PARTS:
+    for part in PARTS.values():
         if part not in fresh and part in previous:
             result[part] = previous[part]
-            result.setdefault("carried_over", {})[part] = previous.get("carried_over", {}).get(part, previous["date"])
+            when = previous[part].get("measured_at") or previous.get("carried_over", {}).get(part, previous["date"])
+            result.setdefault("carried_over", {})[part] = when
     result["pipeline_skipped"] = "pipeline" not in result
     return write_result("reliability", result, markdown(result), out)
 
@@ -210,38 +151,88 @@ def save(fresh: dict, previous: dict, out: str | None) -> Path:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="results directory (default bench/results)")
-    ap.add_argument("--requests", type=int, default=1000, help="fuzzed requests (default 1000)")
+    ap.add_argument("--requests", type=int, default=2400, help="fuzzed requests, all topologies (default 2400)")
     ap.add_argument("--skip-pipeline", action="store_true", help="skip the KFP kill/rerun part (≈5 min)")
-    ap.add_argument("--only", default="fuzz,kill,pipeline,s3", help="comma-separated parts to run")
+    ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run ({', '.join(PARTS)})")
+    ap.add_argument("--topologies", default="packed,separate", help="chains to fuzz and to try unloading")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parts = set(args.only.split(",")) - ({"pipeline"} if args.skip_pipeline else set())
+    if unknown := parts - set(PARTS):
+        ap.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    topologies = [t for t in ("packed", "separate") if t in args.topologies.split(",")]
     WORK.mkdir(parents=True, exist_ok=True)
     previous = previous_results(Path(args.out) if args.out else RESULTS)
     result: dict = {}
+
+    def done(part: str, figures: dict) -> None:  # results are written after every part: an interrupted run keeps them
+        result[PARTS[part]] = figures if "commit" in figures else stamp(figures)
+        save(result, previous, args.out)
+
     from bench import reliability_faults as faults
 
-    # Results are written after every part: an interrupted run keeps what it measured.
     if "s3" in parts:
         print("(d) S3 endpoint cut during a publish …", flush=True)
-        result["s3"] = faults.s3_cut_during_publish(WORK)
-        save(result, previous, args.out)
-    if parts & {"fuzz", "kill"}:
+        done("s3", faults.s3_cut_during_publish(WORK))
+    if "manifest" in parts:
+        from bench.reliability_store import hostile_manifest
+
+        print("(j) hostile manifest on S3 …", flush=True)
+        done("manifest", hostile_manifest(WORK))
+    if parts - {"s3", "manifest", "pipeline"}:
         artifacts = smoke_artifacts()
-    if "fuzz" in parts:
-        print(f"(a) fuzzing {args.requests} requests …", flush=True)
-        result["fuzz"] = run_fuzz_part(artifacts, args.requests)
-        save(result, previous, args.out)
-    if "kill" in parts:
-        print("(b) killing an agent under load …", flush=True)
-        with tqdm(desc="load", unit="req") as bar:
-            result["kill_agent"] = faults.kill_agent_under_load(artifacts, progress=bar)
-        save(result, previous, args.out)
+        run_chains(artifacts, parts, topologies, args.requests, done)
+    for part, sig, letter in (("hang", signal.SIGSTOP, "e"), ("kill", signal.SIGKILL, "b")):
+        if part in parts:
+            print(f"({letter}) {sig.name} to an agent under load …", flush=True)
+            hang = dict(sig=sig, agent_timeout_s=15.0, duration_s=50.0, kill_at_s=8.0) if part == "hang" else {}
+            with tqdm(desc="load", unit="req") as bar:
+                done(part, faults.kill_agent_under_load(artifacts, progress=bar, **hang))
     if "pipeline" in parts:
         print("(c) local KFP pipeline killed mid-stage, then rerun (≈5 min) …", flush=True)
-        result["pipeline"] = faults.kfp_kill_and_rerun(WORK)
+        done("pipeline", faults.kfp_kill_and_rerun(WORK))
     print(save(result, previous, args.out))
+
+
+def run_chains(artifacts: Path, parts: set[str], topologies: list[str], requests: int, done) -> None:
+    """The parts that run on a started chain: packed (fuzz, body, unload, cancel, restart), then separate
+    (fuzz, unload); each chain started once for all of them."""
+    from bench import reliability_chaos as chaos
+    from cmva.serving.launcher import free_port_block, start_chain
+    from cmva.values import resolve_values
+
+    values = [v.name for v in resolve_values(None)]
+    fuzzing, unloads = Fuzzing(), []
+    per_topology = requests // max(1, len(topologies))
+    wanted = {"packed": {"fuzz", "body", "unload", "cancel", "restart"}, "separate": {"fuzz", "unload"}}
+    for topology in ("packed", "separate"):
+        here = parts & (wanted[topology] - ({"fuzz", "unload"} if topology not in topologies else set()))
+        if not here:
+            continue
+        logs = artifacts / "serve-logs" / topology
+        port = free_port_block(3 if topology == "packed" else 2 + len(values))
+        print(f"starting the {topology} chain …", flush=True)
+        with start_chain(str(artifacts), topology, port, log_dir=logs) as chain:
+            if "fuzz" in here:
+                print(f"(a) fuzzing {per_topology} requests, {topology} …", flush=True)
+                done("fuzz", fuzzing.run(chain, topology, per_topology, values))
+            if "body" in here:
+                print("(g) 50 MB bodies …", flush=True)
+                done("body", chaos.big_body(chain, values))
+            if "unload" in here:
+                print(f"(h) model load/unload attempts, {topology} …", flush=True)
+                unloads.append(chaos.unload_attempts(chain, values, topology))
+                done("unload", chaos.merge_unload(unloads))
+            if "cancel" in here:
+                print("(i) cancel storm …", flush=True)
+                done("cancel", chaos.cancel_storm(chain, values))
+            if "restart" in here:  # last: it replaces the chain's predictor process
+                from bench.reliability_restart import restart_predictor
+
+                print("(f) packed predictor killed and restarted under load …", flush=True)
+                with tqdm(desc="load", unit="req") as bar:
+                    done("restart", restart_predictor(chain, values, progress=bar))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Injected faults (bench/reliability, parts b–d): an agent killed under load, an S3 endpoint cut during a
-publish, a local KFP run killed mid-stage and rerun."""
+"""Injected faults (bench/reliability, parts b–e): an agent killed (b) or hung (e) under load, an S3 endpoint
+cut during a publish (d), a local KFP run killed mid-stage and rerun (c)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from cmva.storage import ArtifactNotFoundError, LocalStore, S3Store, StorageErro
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# --- (b) one agent killed under load -------------------------------------------------------------------
+# --- (b) one agent killed (or hung) under load -----------------------------------------------------------
 def kill_agent_under_load(
     artifacts: Path,
     victim: str = "care",
@@ -32,9 +32,13 @@ def kill_agent_under_load(
     duration_s: float = 25.0,
     kill_at_s: float = 6.0,
     progress=None,
+    sig: signal.Signals = signal.SIGKILL,
+    agent_timeout_s: float = 30.0,
 ) -> dict:
-    """`clients` threads send valid requests through the separate topology for duration_s; `victim` is
-    SIGKILLed after kill_at_s once `clients` answers came back (at most halfway through)."""
+    """`clients` threads send valid requests through the separate topology for duration_s; `victim` gets
+    `sig` after kill_at_s once `clients` answers came back (at most halfway through). SIGSTOP hangs it
+    (connections accepted, never answered: the transformer gives up after agent_timeout_s); it gets SIGCONT
+    once the load is over, and one more request then shows whether it answers again."""
     body = {
         "instances": [{"question": "Should I tell my friend a hard truth?", "profile": {victim: 1.0, "fairness": 0.5}}],
         "parameters": {"max_new_tokens": 4},
@@ -42,9 +46,14 @@ def kill_agent_under_load(
     t_start = time.time()
     port = free_port_block(8)
     with start_chain(
-        str(artifacts), "separate", port, log_dir=artifacts / "serve-logs" / "kill", agent_timeout_s=30
+        str(artifacts),
+        "separate",
+        port,
+        log_dir=artifacts / "serve-logs" / sig.name.lower(),
+        agent_timeout_s=agent_timeout_s,
     ) as chain:
         startup_s = time.time() - t_start
+        _answers_in_full(chain.url, body, 120.0)  # warm: a cold first request may outlast agent_timeout_s
         lock, records, killed_at = threading.Lock(), [], []
         t_load = time.time()
         stop = t_load + duration_s
@@ -74,16 +83,24 @@ def kill_agent_under_load(
         # Kill at kill_at_s, or later once every client has had an answer (a cold chain is slow at first).
         while time.time() < t_load + duration_s / 2 and (time.time() < t_load + kill_at_s or len(records) < clients):
             time.sleep(0.1)
-        chain.processes[victim].send_signal(signal.SIGKILL)
-        chain.processes[victim].wait()
-        killed_at.append(time.time())
-        for t in threads:
-            t.join()
+        chain.processes[victim].send_signal(sig)
+        try:
+            if sig == signal.SIGKILL:
+                chain.processes[victim].wait()
+            killed_at.append(time.time())
+            for t in threads:
+                t.join()
+        finally:
+            if sig == signal.SIGSTOP:
+                chain.processes[victim].send_signal(signal.SIGCONT)
+        resumed = _answers_in_full(chain.url, body, 60.0) if sig == signal.SIGSTOP else None
     k = killed_at[0]
     ok = [r for r in records if r["status"] == 200]
     degraded = [r for r in ok if r["pred"]["degraded"]]
     return {
         "topology": "separate",
+        "signal": sig.name,
+        "agent_timeout_s": agent_timeout_s,
         "clients": clients,
         "duration_s": duration_s,
         "killed": victim,
@@ -101,7 +118,21 @@ def kill_agent_under_load(
         "degraded_before_kill": sum(r["t1"] < k for r in degraded),
         "p50_latency_s": round(sorted(r["t1"] - r["t0"] for r in ok)[len(ok) // 2], 3) if ok else None,
         "max_latency_s": round(max((r["t1"] - r["t0"] for r in records), default=0), 3),
-    }
+    } | ({"answers_in_full_after_sigcont_s": resumed} if sig == signal.SIGSTOP else {})
+
+
+def _answers_in_full(url: str, body: dict, within_s: float) -> float | None:
+    """Seconds until the chain answers `body` without degrading (None: not within `within_s`)."""
+    t0 = time.time()
+    while time.time() < t0 + within_s:
+        try:
+            r = httpx.post(f"{url}/v1/models/cmva:predict", json=body, timeout=within_s)
+            if r.status_code == 200 and not r.json()["predictions"][0]["degraded"]:
+                return round(time.time() - t0, 1)
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.5)
+    return None
 
 
 # --- (d) S3 endpoint cut during a publish ------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Schema fuzzing of the transformer's three endpoints (bench/reliability, part a).
+"""Schema fuzzing of the transformer's three endpoints (bench/reliability, part a; the predictors' cases are
+in bench.reliability_fuzz_predictors).
 
 Every case is a valid request with at most one mutation whose offending field is known, so a 4xx can be
 checked for naming it. Bodies are sent as raw bytes: NaN/Infinity go out as JSON text, and some bodies
@@ -30,6 +31,8 @@ class Case:
     body: bytes
     paths: tuple[tuple, ...] = ()  # the offending field (alternatives); a 4xx must name one of them
     expect: str = "error"  # ok | error | either (a 200 and a 4xx naming the field are both fine)
+    server: str = "transformer"  # which server of the chain (its key in Chain.ports) gets it
+    route: str = ""  # the path on that server (default: PATHS[endpoint])
 
 
 def error_text(raw: bytes) -> str:
@@ -368,18 +371,22 @@ def generate_cases(n: int) -> list[Case]:
     return [c for trio in itertools.zip_longest(*per_endpoint) for c in trio if c is not None]
 
 
-def send(client: httpx.Client, url: str, case: Case) -> dict:
-    """POST one case; status, error text and whether it is a finding."""
+def send(client: httpx.Client, url: str | dict[str, str], case: Case) -> dict:
+    """POST one case to `url` (or `url[case.server]`); status, error text and whether it is a finding."""
+    base = url[case.server] if isinstance(url, dict) else url
     try:
-        r = client.post(url + PATHS[case.endpoint], content=case.body, headers={"content-type": "application/json"})
+        path = case.route or PATHS[case.endpoint]
+        r = client.post(base + path, content=case.body, headers={"content-type": "application/json"})
     except httpx.HTTPError as e:
         return {"status": None, "text": f"{type(e).__name__}: {e}", "transport_error": True}
     text = error_text(r.content) if r.status_code >= 400 else ""
     return {"status": r.status_code, "text": text, "transport_error": False, "raw": r.text[:400]}
 
 
-def run_fuzz(url: str, cases: list[Case], workers: int = 4, timeout_s: float = 120.0, progress=None) -> dict:
-    """Send every case; counts and the first examples of every kind of finding."""
+def send_all(
+    url: str | dict[str, str], cases: list[Case], workers: int = 4, timeout_s: float = 120.0, progress=None
+) -> list[dict]:
+    """Send every case (`url`: one base URL, or one per server); one result per case, in order."""
     timeout = httpx.Timeout(timeout_s, connect=5.0)
     with httpx.Client(timeout=timeout) as client, ThreadPoolExecutor(workers) as pool:
         results = []
@@ -391,7 +398,14 @@ def run_fuzz(url: str, cases: list[Case], workers: int = 4, timeout_s: float = 1
         if res["transport_error"]:  # diagnosis only (still counted): the same request on a fresh connection
             with httpx.Client(timeout=timeout) as fresh:
                 res["fresh_retry"] = send(fresh, url, case)["status"]
-    return summarize(cases, results)
+    return results
+
+
+def run_fuzz(
+    url: str | dict[str, str], cases: list[Case], workers: int = 4, timeout_s: float = 120.0, progress=None
+) -> dict:
+    """Send every case; counts and the first examples of every kind of finding."""
+    return summarize(cases, send_all(url, cases, workers, timeout_s, progress))
 
 
 def summarize(cases: list[Case], results: list[dict]) -> dict:
