@@ -148,6 +148,33 @@ def _body_level(draw, endpoint: str):
     return None
 
 
+def body_mutations(body: dict, p: tuple, wrong, not_) -> dict:
+    """Mutations every V1 body has (question, instance, instances, parameters): kind → (path, strategy).
+
+    `wrong` draws a value of a wrong type, `not_(*types)` one of a type other than those.
+    """
+    return {
+        "question.missing": (p + ("question",), st.just(DELETE)),
+        "question.type": (p + ("question",), wrong),
+        "question.bad": (p + ("question",), bad_question),
+        "instance.type": (p, not_(dict)),
+        "instances.missing": (("instances",), st.just(DELETE)),
+        "instances.empty": (("instances",), st.just([])),
+        "instances.type": (("instances",), not_(list)),
+        "instances.too_many": (
+            ("instances",),
+            st.integers(MAX_INSTANCES + 1, 64).map(lambda k: [body["instances"][0]] * k),
+        ),
+        "parameters.type": (("parameters",), not_(dict, type(None))),
+        "parameters.max_new_tokens": (("parameters", "max_new_tokens"), bad_tokens),
+        "parameters.scores": (("parameters", "scores"), st.sampled_from(["maybe", 2, -1, [], {}, None])),
+        "parameters.min_new_tokens": (
+            ("parameters", "min_new_tokens"),
+            st.integers(5, 600) | bad_tokens.filter(lambda x: x != 0),
+        ),
+    }
+
+
 @st.composite
 def v1_case(draw) -> Case:
     if (c := _body_level(draw, "v1")) is not None:
@@ -179,29 +206,9 @@ def v1_case(draw) -> Case:
         paths = (where + (k,),)
     else:
         path, value = {
-            "question.missing": (p + ("question",), st.just(DELETE)),
-            "question.type": (p + ("question",), wrong_type),
-            "question.bad": (p + ("question",), bad_question),
+            **body_mutations(body, p, wrong_type, _not),
             "profile.missing": (p + ("profile",), st.just(DELETE)),
             "profile.type": (p + ("profile",), _not(dict)),
-            "instance.type": (p, _not(dict)),
-            "instances.missing": (("instances",), st.just(DELETE)),
-            "instances.empty": (("instances",), st.just([])),
-            "instances.type": (("instances",), _not(list)),
-            "instances.too_many": (
-                ("instances",),
-                st.integers(MAX_INSTANCES + 1, 64).map(lambda k: [body["instances"][0]] * k),
-            ),
-            "parameters.type": (
-                ("parameters",),
-                _not(dict, type(None)),
-            ),
-            "parameters.max_new_tokens": (("parameters", "max_new_tokens"), bad_tokens),
-            "parameters.scores": (("parameters", "scores"), st.sampled_from(["maybe", 2, -1, [], {}, None])),
-            "parameters.min_new_tokens": (
-                ("parameters", "min_new_tokens"),
-                st.integers(5, 600) | bad_tokens.filter(lambda x: x != 0),
-            ),
         }[kind]
         _set(body, path, draw(value))
         paths = (path,)

@@ -20,7 +20,6 @@ from dataclasses import replace
 from hypothesis import strategies as st
 
 from bench.reliability_fuzz import (
-    DELETE,
     PATHS,
     VALUES,
     Case,
@@ -28,9 +27,8 @@ from bench.reliability_fuzz import (
     _draw,
     _enc,
     _set,
-    bad_question,
-    bad_tokens,
     bad_weight,
+    body_mutations,
     generate_cases,
     key,
     profile,
@@ -70,26 +68,7 @@ def _shared(draw, body: dict, kind: str, i: int) -> tuple[tuple, ...]:
         k = draw(key.filter(lambda k: k not in FIELDS))
         _set(body, where + (k,), draw(finite_wrong_type))
         return (where + (k,),)
-    path, value = {
-        "question.missing": (p + ("question",), st.just(DELETE)),
-        "question.type": (p + ("question",), finite_wrong_type),
-        "question.bad": (p + ("question",), bad_question),
-        "instance.type": (p, _not(dict)),
-        "instances.missing": (("instances",), st.just(DELETE)),
-        "instances.empty": (("instances",), st.just([])),
-        "instances.type": (("instances",), _not(list)),
-        "instances.too_many": (
-            ("instances",),
-            st.integers(MAX_INSTANCES + 1, 64).map(lambda n: [body["instances"][0]] * n),
-        ),
-        "parameters.type": (("parameters",), _not(dict, type(None))),
-        "parameters.max_new_tokens": (("parameters", "max_new_tokens"), bad_tokens),
-        "parameters.scores": (("parameters", "scores"), st.sampled_from(["maybe", 2, -1, [], {}, None])),
-        "parameters.min_new_tokens": (
-            ("parameters", "min_new_tokens"),
-            st.integers(5, 600) | bad_tokens.filter(lambda x: x != 0),
-        ),
-    }[kind]
+    path, value = body_mutations(body, p, finite_wrong_type, _not)[kind]
     _set(body, path, draw(value))
     return (path,)
 
