@@ -35,13 +35,17 @@ def _values(s: str) -> list[str]:
     return [v.name for v in resolve_values(s.split(","))]
 
 
-def _load_and_serve(models: list, args, middleware: tuple = ()) -> None:
-    """KServe's convention: load the weights, then serve (readiness follows `load()`)."""
+def _load_and_serve(models: list, args) -> None:
+    """KServe's convention: load the weights, then serve (readiness follows `load()`).
+
+    Every server gets StrictJsonNumbers: NaN/Infinity in a body → 400 naming the field, not a position.
+    """
     from cmva.serving.modelserver import serve
+    from cmva.serving.strict_json import StrictJsonNumbers
 
     for m in models:
         m.load()
-    serve(models, args, middleware)
+    serve(models, args, (StrictJsonNumbers,))
 
 
 def _add_release_routes(models: list, versions) -> None:
@@ -87,7 +91,6 @@ def main_transformer(argv=None) -> None:
 
     from cmva.serving.openai_route import add_openai_route
     from cmva.serving.release import chain_versions
-    from cmva.serving.strict_json import StrictJsonNumbers
     from cmva.serving.transformer import CMVATransformer, parse_routes
 
     p = _parser("cmva transformer: validation, agent fan-out, aggregator call")
@@ -102,5 +105,4 @@ def main_transformer(argv=None) -> None:
     )
     add_openai_route(app, model)
     _add_release_routes([model], chain_versions(model))
-    # StrictJsonNumbers: NaN/Infinity in a body → 400 naming the field, not a position.
-    _load_and_serve([model], args, (StrictJsonNumbers,))
+    _load_and_serve([model], args)

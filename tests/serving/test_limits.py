@@ -124,3 +124,22 @@ def test_v2_profile_nested_100k_deep_gets_400(packed):
     r = httpx.post(f"{packed.url}/v2/models/cmva/infer", json=body, timeout=60)
     assert r.status_code == 400, r.text
     assert r.json()["error"].startswith("inputs.profile.0")
+
+
+@pytest.mark.parametrize(
+    "model, content, field",
+    [
+        (
+            "agents",
+            '{"instances": [{"question": "q?", "values": ["care"]}], "parameters": {"temperature": NaN}}',
+            "temperature",
+        ),
+        ("cmva", '{"instances": [{"question": "q?", "profile": {"care": -Infinity}}]}', "instances.0.profile.care"),
+    ],
+)
+def test_predictors_name_the_field_of_a_non_json_number(packed, model, content, field):
+    """Found by bench/reliability at 21980e9: the predictors answered KServe's position-only 400."""
+    url = f"http://127.0.0.1:{packed.ports['packed']}/v1/models/{model}:predict"
+    r = httpx.post(url, content=content, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]
