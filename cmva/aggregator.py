@@ -62,6 +62,7 @@ def train_aggregator(
 
     from cmva.agents import lora_config, trainer_kwargs
     from cmva.models import load_causal_lm, load_tokenizer
+    from cmva.ranking import RANKING_FILE
 
     records = [json.loads(line) for line in open(data_file)]
     ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records])
@@ -89,6 +90,9 @@ def train_aggregator(
     trainer.train()
     wall = time.time() - t0
     trainer.model.save_pretrained(out)
+    ranking = Path(data_file).parent / RANKING_FILE  # the answer order the data was built with travels along
+    if ranking.is_file():
+        shutil.copy(ranking, out / RANKING_FILE)
     history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
     (out / "training_log.json").write_text(json.dumps(history, indent=2))
     summary = {
@@ -103,7 +107,8 @@ def train_aggregator(
     (out / "README.md").write_text(
         "---\nlibrary_name: peft\ntags: [cmva, aggregator, sft, lora]\n---\n# cmva contextual aggregator\n\n"
         "LoRA adapter trained with TRL SFTTrainer (loss on the answer tokens only) to answer a question from the "
-        "moral agents' answers following the user's moral profile (CMVA-GS).\n\n"
+        "moral agents' answers following the user's moral profile (CMVA-GS). It reads the answers ranked best for the "
+        "profile first: `ranking.json` holds the statistics of that order (`cmva.ranking`).\n\n"
         f"rows {summary['rows']}, steps {summary['steps']}, loss {summary['loss_first']} → {summary['loss_last']}, "
         f"LoRA r={cfg.lora.r}, lr={cfg.learning_rate}, wall {summary['wall_s']} s. Curve: `loss.png`.\n"
     )
@@ -136,12 +141,16 @@ def cmva_answers(
     batch_size: int = 16,
     skip_zero_weight: bool = True,
     progress: str | None = None,
+    ranker=None,
 ) -> list[str]:
-    """CMVA-GS answers: the aggregator adapter on (question, profile, answers of the agents with c_i > 0)."""
-    prompts = [
-        aggregator_messages(q, p, {v: a[v] for v in active_values(p, skip_zero_weight) if v in a})
-        for q, p, a in zip(questions, profiles, agent_outputs, strict=True)
+    """CMVA-GS answers: the aggregator adapter on (question, profile, answers of the agents with c_i > 0), the
+    answers in `ranker`'s order (`cmva.ranking.AnswerRanker`, the one saved with the adapter) or by weight."""
+    shown = [
+        {v: a[v] for v in active_values(p, skip_zero_weight) if v in a}
+        for p, a in zip(profiles, agent_outputs, strict=True)
     ]
+    orders = ranker.order(profiles, shown) if ranker is not None else [None] * len(shown)
+    prompts = [aggregator_messages(q, p, s, o) for q, p, s, o in zip(questions, profiles, shown, orders, strict=True)]
     return engine.generate(
         prompts, [adapter] * len(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
     )

@@ -11,7 +11,9 @@ For each MIC training question (up to `AggregatorCfg.max_rows`):
   c / Σc times rewards z-scored per value over all candidates (so no value wins by its base rate), its
   profile-independent part (mean z, general goodness) weighted by `goodness_weight` — with
   MIC's answer taking near-ties (within `mic_tie_margin`). The rewards come from the second classifier set
-  (`cmva.rewards.SECOND_DIR`), so the evaluation's judge is not the training signal read back.
+  (`cmva.rewards.SECOND_DIR`), so the evaluation's judge is not the training signal read back;
+- order: the shown answers ranked by the same rule (`cmva.ranking`, its statistics saved beside the data as
+  `ranking.json` and later with the adapter), so where the target is an agent's answer it is listed first.
 
 Example:
     >>> choose_target({"care": 1.0, "loyalty": 0.0}, {"care": [0.5, -1.0], "loyalty": [0.0, 2.0]}, ["a", "b"], 0.1)
@@ -69,16 +71,6 @@ def shown_values(profile: Mapping[str, float], cfg: AggregatorCfg, rng: random.R
     return shown
 
 
-def zscores(scores: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
-    """Each value's rewards standardised over all candidates (a constant value scores 0 everywhere)."""
-    out = {}
-    for v, x in scores.items():
-        a = np.asarray(x, dtype=float)
-        sd = a.std()
-        out[v] = (a - a.mean()) / sd if sd > 0 else np.zeros_like(a)
-    return out
-
-
 def target_scores(profile: Mapping[str, float], z: Mapping[str, Sequence[float]], goodness_weight: float = 1.0):
     """Each candidate's (c / Σc)·z(y), split as Σ(c_i − c̄)z_i / Σc + goodness_weight · mean_i z_i.
 
@@ -119,24 +111,19 @@ def choose_target(
 def select_answers(
     agent_outputs: Sequence[Mapping[str, str]],
     probes: Sequence[tuple[int, Mapping[str, float]]],
-    rewards,
-    goodness_weight: float = 1.0,
+    ranker,
     skip_zero_weight: bool = True,
 ) -> list[str]:
-    """The target rule as a system: per probe (question index, c), the shown agent answer with the best
-    `target_scores` (no MIC answer at answer time), rewards z-scored over all the questions' agent answers as in
-    training. What the aggregator is trained to imitate, so the ceiling of its profile following."""
-    qs = sorted({i for i, _ in probes})
-    names = list(agent_outputs[qs[0]]) if qs else []
-    z = zscores(rewards.score([agent_outputs[i][v] for i in qs for v in names]))
-    at = {i: k * len(names) for k, i in enumerate(qs)}
-    out = []
-    for i, p in probes:
-        shown = [v for v in active_values(p, skip_zero_weight) if v in agent_outputs[i]]
-        shown = [v for v in shown if agent_outputs[i][v].strip()] or shown  # as in training: empty is no target
-        zc = {u: [z[u][at[i] + names.index(v)] for v in shown] for u in names}
-        out.append(agent_outputs[i][shown[choose_target(p, zc, shown, 0.0, goodness_weight)]])
-    return out
+    """The target rule as a system: per probe (question index, c), the shown agent answer that `ranker`
+    (`cmva.ranking.AnswerRanker`, the aggregator's) lists first. What the aggregator is trained to imitate where
+    its target is an agent's answer, so the ceiling of its profile following."""
+    if not probes:
+        return []
+    shown = [
+        {v: agent_outputs[i][v] for v in active_values(p, skip_zero_weight) if v in agent_outputs[i]} for i, p in probes
+    ]
+    orders = ranker.order([p for _, p in probes], shown)
+    return [s[o[0]] if o else "" for s, o in zip(shown, orders, strict=True)]
 
 
 def build_aggregator_data(
@@ -147,14 +134,17 @@ def build_aggregator_data(
     out_dir: str | Path,
     cfg: AggregatorCfg,
     seed: int = 0,
+    rewards_name: str = "second",
 ) -> Path:
     """Every agent's answer to each MIC training question; rows (question, c, shown answers) → target.
 
     Args:
         engine: `cmva.engine.Engine` with the agents' adapters.
         rewards: The classifier set that picks targets (`RewardModel`, the second set in a run).
+        rewards_name: its directory under the run's `rewards/`, recorded in `ranking.json`.
     """
     from cmva.aggregator import agent_answers, profile_dict
+    from cmva.ranking import AnswerRanker
 
     rows = [r for r in mic_rows if r["target"]]
     rows = rows[: cfg.max_rows] if cfg.max_rows else rows
@@ -169,16 +159,18 @@ def build_aggregator_data(
     )
     cands = [[*(a[v] for v in values), r["target"]] for r, a in zip(rows, answers, strict=True)]
     flat = rewards.score([t for c in cands for t in c])
-    z = zscores(flat)
+    ranker = AnswerRanker.fit(rewards, flat, cfg.goodness_weight)
+    z = ranker.z(flat)
     k = len(values) + 1
     rng = random.Random(seed)
     records = []
     for qi, (r, a) in enumerate(zip(rows, answers, strict=True)):
         zq = {v: z[v][qi * k : (qi + 1) * k] for v in values}
         for p in row_profiles(profile_dict(values, r["profile"]), values, cfg, rng):
-            records.append(_record(r, p, a, zq, values, cfg, rng))
+            records.append(_record(r, p, a, zq, values, cfg, rng, ranker))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ranker.save(out, rewards_name)
     with open(out / DATA_FILE, "w") as f:
         f.writelines(json.dumps(rec) + "\n" for rec in records)
     stats = data_stats(records, values)
@@ -187,7 +179,7 @@ def build_aggregator_data(
     return out / DATA_FILE
 
 
-def _record(row, profile, answers, zq, values, cfg, rng) -> dict:
+def _record(row, profile, answers, zq, values, cfg, rng, ranker) -> dict:
     shown = shown_values(profile, cfg, rng)
     labels = [*(v for v in shown if answers[v].strip()), MIC]  # an empty answer is shown, never a target
     idx = [values.index(v) for v in labels[:-1]] + [len(values)]
@@ -196,6 +188,8 @@ def _record(row, profile, answers, zq, values, cfg, rng) -> dict:
     source = labels[target_k]
     target = row["target"] if source == MIC else answers[source]
     shown_answers = {v: answers[v] for v in shown}
+    order = ranker.order_z(profile, {v: zc[v][:-1] for v in values}, labels[:-1])
+    order += [v for v in shown if v not in order]  # empty answers last
     return {
         "id": row["id"],
         "question": row["question"],
@@ -203,7 +197,8 @@ def _record(row, profile, answers, zq, values, cfg, rng) -> dict:
         "answers": shown_answers,
         "target_source": source,
         "top_weight": max(profile, key=profile.get),
-        "prompt": aggregator_messages(row["question"], profile, shown_answers),
+        "order": order,
+        "prompt": aggregator_messages(row["question"], profile, shown_answers, order),
         "completion": [{"role": "assistant", "content": target}],
     }
 

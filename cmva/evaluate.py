@@ -96,10 +96,12 @@ def evaluate(
         data: Any MIC-schema CSV to evaluate on (default: the test split of `train_mic`).
         cfg: Evaluation settings (the recipe's `evaluate` section).
         skip_zero_weight: The run's aggregator setting: agents with c_i = 0 left out of the aggregator's input.
-        goodness_weight: The run's aggregator target rule (`cmva.aggregator_data.target_scores`), for the selector.
+        goodness_weight: The run's aggregator target rule (`cmva.aggregator_data.target_scores`), for the selector
+            of an aggregator saved without its ranking (`ranking.json`, `cmva.ranking`).
     """
     from cmva.data import load_mic
     from cmva.engine import Engine
+    from cmva.ranking import AnswerRanker
     from cmva.rewards import RewardModel
 
     cfg = cfg or EvalCfg()
@@ -116,13 +118,15 @@ def evaluate(
     adapters["aggregator"] = art / "aggregator"
     engine = Engine(art / "base", adapters)
     rewards = RewardModel.load(art / "rewards")
+    ranker = AnswerRanker.load(art / "aggregator", art / "rewards")  # the order CMVA-GS reads the answers in
     load_s = round(time.time() - t0, 1)
 
-    gens = generate(engine, rows, train_rows, values, cfg, skip_zero_weight)
+    gens = generate(engine, rows, train_rows, values, cfg, skip_zero_weight, ranker)
     gens.phases = {"load": load_s, **gens.phases}
     second = _load_second(art / "rewards")
     if second is not None:
-        _add_selector(gens, second, goodness_weight, skip_zero_weight)
+        ranker = ranker or _fit_ranker(second, gens, goodness_weight)
+        _add_selector(gens, ranker, skip_zero_weight)
     report = {
         "data": str(data or train_mic),
         "rows": len(rows),
@@ -141,8 +145,9 @@ def evaluate(
     return report
 
 
-def generate(engine, rows, train_rows, values: Sequence[MoralValue], cfg: EvalCfg, skip_zero_weight: bool):
-    """Every system's answers: test rows (ROUGE, conformity) and sensitivity probes (graded profiles)."""
+def generate(engine, rows, train_rows, values: Sequence[MoralValue], cfg: EvalCfg, skip_zero_weight: bool, ranker=None):
+    """Every system's answers: test rows (ROUGE, conformity) and sensitivity probes (graded profiles).
+    `ranker`: the order in which CMVA-GS reads the agents' answers (the aggregator's own, `cmva.ranking`)."""
     from cmva.aggregator import agent_answers, cmva_answers, profile_dict
     from cmva.baselines import few_shot_examples, few_shot_jobs, prompt_aggregation_jobs, pt_jobs
 
@@ -190,7 +195,7 @@ def generate(engine, rows, train_rows, values: Sequence[MoralValue], cfg: EvalCf
     )
     lap("prompt-aggregation+merge")
     cmva_all = cmva_answers(
-        engine, *inputs[CMVA], skip_zero_weight=skip_zero_weight, progress="eval: CMVA-GS", **gen_kw
+        engine, *inputs[CMVA], skip_zero_weight=skip_zero_weight, progress="eval: CMVA-GS", ranker=ranker, **gen_kw
     )
     lap("cmva-gs")
     both = {CMVA: cmva_all, "prompt-aggregation": prompt_agg, "weighted-merge": merged}
@@ -229,14 +234,22 @@ def _load_second(rewards_dir: Path):
     return RewardModel.load(rewards_dir / SECOND_DIR) if (rewards_dir / SECOND_DIR).exists() else None
 
 
-def _add_selector(gens: Generations, second, goodness_weight: float, skip_zero_weight: bool) -> None:
-    """The aggregator's target rule applied to the agents' answers on every probe: the ceiling of what the
-    aggregator can learn from its data, judged like every other system."""
+def _fit_ranker(second, gens: Generations, goodness_weight: float):
+    """For an aggregator saved without `ranking.json`: the target rule's statistics from the agents' answers here."""
+    from cmva.ranking import AnswerRanker
+
+    texts = [t for a in gens.agents for t in a.values()]
+    return AnswerRanker.fit(second, second.score(texts), goodness_weight)
+
+
+def _add_selector(gens: Generations, ranker, skip_zero_weight: bool) -> None:
+    """The aggregator's target rule applied to the agents' answers on every probe (the answer its ranking lists
+    first): the ceiling of what the aggregator can learn from its data, judged like every other system."""
     from cmva.aggregator_data import select_answers
 
     paired = [(i, onehot(list(gens.agents[i]), v)) for i, v in gens.paired]
-    gens.probe_preds[SELECTOR] = select_answers(gens.agents, gens.probes, second, goodness_weight, skip_zero_weight)
-    gens.paired_preds[SELECTOR] = select_answers(gens.agents, paired, second, goodness_weight, skip_zero_weight)
+    gens.probe_preds[SELECTOR] = select_answers(gens.agents, gens.probes, ranker, skip_zero_weight)
+    gens.paired_preds[SELECTOR] = select_answers(gens.agents, paired, ranker, skip_zero_weight)
 
 
 def _second_judge(gens: Generations, second) -> dict:

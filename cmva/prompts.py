@@ -31,17 +31,24 @@ def active_values(profile: Mapping[str, float], skip_zero_weight: bool = True) -
     return [v for v, w in profile.items() if w > 0 or not skip_zero_weight]
 
 
-def aggregator_messages(question: str, profile: Mapping[str, float], answers: Mapping[str, str]) -> Messages:
+def aggregator_messages(
+    question: str, profile: Mapping[str, float], answers: Mapping[str, str], order: Sequence[str] | None = None
+) -> Messages:
     """The aggregator's input: question, profile c as value=weight pairs, each agent's answer tagged with its value
     and weight.
 
-    Answers are listed by weight, highest first (ties in the configured value order): the answer the profile
-    asks for most is where a small model finds it, and the weights sit beside the answers they apply to.
-    Agents absent from `answers` (weight 0, or failed in serving) are listed as skipped, so the
-    aggregator sees the same format in training and in production.
+    Answers are listed in `order` (the aggregator's: best for c first, `cmva.ranking`), or else by weight, highest
+    first (ties in the configured value order; the prompt-aggregation baseline). Agents absent from `answers`
+    (weight 0, or failed in serving) are listed as skipped, so the aggregator sees the same format in training and
+    in production.
     """
-    lines = [f"Question: {question}", f"Moral profile: {format_profile(profile)}", "Answers from the moral agents:"]
-    shown = sorted((v for v in profile if v in answers), key=lambda v: -profile[v])  # stable: value order on ties
+    if order is None:
+        header = "Answers from the moral agents:"
+        shown = sorted((v for v in profile if v in answers), key=lambda v: -profile[v])  # stable: value order on ties
+    else:
+        header = "Answers from the moral agents, the best match for this profile first:"
+        shown = [v for v in order if v in answers] + [v for v in profile if v in answers and v not in order]
+    lines = [f"Question: {question}", f"Moral profile: {format_profile(profile)}", header]
     lines += [f"[{v}, weight {profile[v]:g}] {answers[v].strip()}" for v in shown]
     skipped = [v for v in profile if v not in answers]
     if skipped:

@@ -46,7 +46,7 @@ class SharedBackend:
 
     def __init__(self, artifacts: str, adapters: list[str], max_queue: int = 256):
         self.artifacts, self.adapters, self.max_queue = artifacts, adapters, max_queue
-        self.engine = self.rewards = self.batcher = None
+        self.engine = self.rewards = self.batcher = self.ranker = None
         self.run_id: str | None = None  # the published run the artifacts belong to (V2 model metadata `versions`)
         # One thread: the reward model's tokenizer is not safe to share between threads.
         self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmva-scoring")
@@ -71,6 +71,10 @@ class SharedBackend:
             if not (p / "adapter_model.safetensors").is_file():
                 raise FileNotFoundError(f"adapter {a!r}: no adapter_model.safetensors under {p} (safetensors only)")
         rewards = RewardModel.load(root / "rewards") if (root / "rewards").is_dir() else None
+        if "aggregator" in paths:  # the order the aggregator was trained to read the answers in (cmva.ranking)
+            from cmva.ranking import AnswerRanker
+
+            self.ranker = AnswerRanker.load(paths["aggregator"], root / "rewards")
         return Engine(root / "base", paths), rewards
 
     async def score(self, texts: list[str]) -> dict[str, list[float]] | None:
@@ -78,6 +82,12 @@ class SharedBackend:
         if self.rewards is None:
             return None
         return await asyncio.get_running_loop().run_in_executor(self._scoring, self.rewards.score, texts)
+
+    async def order(self, profiles: list[dict], answers: list[dict]) -> list[list[str] | None]:
+        """The aggregator's answer order per instance, off the event loop (None each: by weight, no ranking)."""
+        if self.ranker is None:
+            return [None] * len(profiles)
+        return await asyncio.get_running_loop().run_in_executor(self._scoring, self.ranker.order, profiles, answers)
 
 
 class _BackendModel(kserve.Model):
@@ -123,7 +133,11 @@ class AggregatorModel(_BackendModel):
     async def predict(self, payload, headers=None, response_headers=None) -> dict:
         req = parse_aggregator_request(payload, self.values)
         check_work_budget(len(req.instances), req.parameters.max_new_tokens, self.max_request_tokens)
-        prompts = [aggregator_messages(inst.question, inst.profile, inst.answers) for inst in req.instances]
+        orders = await self.backend.order([i.profile for i in req.instances], [i.answers for i in req.instances])
+        prompts = [
+            aggregator_messages(inst.question, inst.profile, inst.answers, o)
+            for inst, o in zip(req.instances, orders, strict=True)
+        ]
         texts = await self.backend.batcher.generate(
             prompts, ["aggregator"] * len(prompts), req.parameters.max_new_tokens, req.parameters.min_new_tokens
         )

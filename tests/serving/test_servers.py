@@ -161,3 +161,31 @@ def test_separate_topology_degrades_when_an_agent_dies(smoke_run, tmp_path):
         pred = r.json()["predictions"][0]
         assert pred["degraded"] is True and pred["missing"] == ["fairness"]
         assert set(pred["agents"]) == {"care"}
+
+
+def test_served_aggregator_reads_the_answers_in_its_ranking_order(packed, smoke_run):
+    """The aggregator predictor ranks the agents' answers as its training data did (`ranking.json`, second
+    reward set): its answer equals the offline engine's on the ranked prompt, greedy decoding."""
+    from cmva.aggregator import cmva_answers
+    from cmva.engine import Engine
+    from cmva.ranking import AnswerRanker
+
+    out, _, _ = smoke_run
+    ranker = AnswerRanker.load(out / "aggregator", out / "rewards")
+    assert ranker is not None and set(ranker.mean) == set(VALUES)
+    inst = {
+        "question": "Should I tell my friend a hard truth?",
+        "profile": {"care": 0.25, "fairness": 1.0, "loyalty": 0.5, "authority": 0.75, "sanctity": 0.25},
+        "answers": {v: f"As {v} asks: be honest and kind, it is {v}." for v in VALUES},
+    }
+    url = f"http://127.0.0.1:{packed.ports['packed']}/v1/models/cmva:predict"
+    r = httpx.post(url, json={"instances": [inst], "parameters": {"max_new_tokens": 12}}, timeout=120)
+    assert r.status_code == 200, r.text
+    engine = Engine(out / "base", {"aggregator": out / "aggregator"})
+    offline = cmva_answers(
+        engine, [inst["question"]], [inst["profile"]], [inst["answers"]], 12, batch_size=1, ranker=ranker
+    )
+    assert r.json()["predictions"][0]["answer"] == offline[0]
+    order = ranker.order([inst["profile"]], [inst["answers"]])[0]
+    by_weight = sorted(VALUES, key=lambda v: -inst["profile"][v])
+    assert order != by_weight  # so the equality above tells the ranked prompt from the weight-ordered one

@@ -14,9 +14,9 @@ from cmva.aggregator_data import (
     select_answers,
     shown_values,
     target_scores,
-    zscores,
 )
 from cmva.config import AggregatorCfg
+from cmva.ranking import AnswerRanker
 
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 
@@ -59,6 +59,24 @@ def test_each_question_has_profiles_with_different_targets(tmp_path):
     assert stats["rows_showing_all_agents"] >= len(rows) / 2
 
 
+def test_agent_targets_are_listed_first_and_the_saved_ranker_orders_alike(tmp_path):
+    cfg = AggregatorCfg(graded_profiles=4, onehot_profiles=1, drop_rate=0.2, mic_tie_margin=0.0, goodness_weight=0.25)
+    path = build_aggregator_data(EchoEngine(), KeywordRewards(), mic_rows(5), VALUES, tmp_path, cfg, seed=1)
+    rows = [json.loads(line) for line in open(path)]
+    ranking = json.loads((tmp_path / "ranking.json").read_text())
+    assert ranking["rewards"] == "second" and ranking["goodness_weight"] == 0.25 and set(ranking["mean"]) == set(VALUES)
+    ranker = AnswerRanker(KeywordRewards(), ranking["mean"], ranking["sd"], ranking["goodness_weight"])
+    agent_targets = [r for r in rows if r["target_source"] != MIC]
+    assert agent_targets and all(r["order"][0] == r["target_source"] for r in agent_targets)
+    assert ranker.order([r["profile"] for r in rows], [r["answers"] for r in rows]) == [r["order"] for r in rows]
+    for r in rows:  # the prompt lists the answers in that order
+        text = r["prompt"][0]["content"]
+        assert "best match for this profile first" in text
+        assert [text.index(f"[{v}, weight") for v in r["order"]] == sorted(
+            text.index(f"[{v}, weight") for v in r["order"]
+        )
+
+
 def test_target_weights_values_by_normalised_profile_and_mic_takes_near_ties():
     z = {"care": [1.0, 0.0, 0.5], "loyalty": [0.0, 1.0, 0.5]}
     labels = ["care", "loyalty", MIC]
@@ -81,7 +99,8 @@ def test_goodness_weight_trades_general_goodness_for_the_part_that_moves_with_c(
 
 
 def test_zscores_remove_each_values_base_rate():
-    z = zscores({"care": [0.9, 0.8, 0.7], "loyalty": [0.1, 0.2, 0.3], "flat": [0.5, 0.5, 0.5]})
+    scores = {"care": [0.9, 0.8, 0.7], "loyalty": [0.1, 0.2, 0.3], "flat": [0.5, 0.5, 0.5]}
+    z = AnswerRanker.fit(None, scores, 1.0).z(scores)
     assert z["care"].mean() == pytest.approx(0) and z["loyalty"][2] == pytest.approx(z["care"][0])
     assert list(z["flat"]) == [0, 0, 0]
 
@@ -113,6 +132,11 @@ class _TextScores:
         return {v: [float(p[v]) for p in parsed] for v in ("care", "loyalty")}
 
 
+def _ranker(agents, goodness_weight):
+    scores = _TextScores()
+    return AnswerRanker.fit(scores, scores.score([t for a in agents for t in a.values()]), goodness_weight)
+
+
 def test_selector_applies_the_target_rule_to_each_probes_agent_answers():
     agents = [
         {"care": "care=0.9 loyalty=0.5", "loyalty": "care=0.5 loyalty=0.9"},
@@ -123,8 +147,9 @@ def test_selector_applies_the_target_rule_to_each_probes_agent_answers():
         (0, {"care": 0.25, "loyalty": 1.0}),
         (1, {"care": 0.0, "loyalty": 1.0}),
     ]
-    picked = select_answers(agents, probes, _TextScores(), goodness_weight=0.0)
+    picked = select_answers(agents, probes, _ranker(agents, 0.0))
     assert picked == [agents[0]["care"], agents[0]["loyalty"], agents[1]["loyalty"]]  # c = e_loyalty shows loyalty only
     # with general goodness weighted in, question 1's all-round answer wins whatever c leans to
     both = [(1, {"care": 0.25, "loyalty": 1.0})]
-    assert select_answers(agents, both, _TextScores(), goodness_weight=1.0) == [agents[1]["care"]]
+    assert select_answers(agents, both, _ranker(agents, 1.0)) == [agents[1]["care"]]
+    assert select_answers(agents, [], _ranker(agents, 1.0)) == []
