@@ -47,7 +47,8 @@ def aggregator_messages(
         shown = sorted((v for v in profile if v in answers), key=lambda v: -profile[v])  # stable: value order on ties
     else:
         header = "Answers from the moral agents, the best match for this profile first:"
-        shown = [v for v in order if v in answers] + [v for v in profile if v in answers and v not in order]
+        listed = [v for v in order if v in profile] + [v for v in profile if v not in order]
+        shown = [v for v in listed if v in answers]  # an answer for a value without a weight is not shown
     lines = [f"Question: {question}", f"Moral profile: {format_profile(profile)}", header]
     lines += [f"[{v}, weight {profile[v]:g}] {answers[v].strip()}" for v in shown]
     skipped = [v for v in profile if v not in answers]
