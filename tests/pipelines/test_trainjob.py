@@ -320,12 +320,13 @@ FAILED = {
 }
 
 
-def _run(kube, timeout_s=0, clock=None):
+def _run(kube, timeout_s=2_000):
+    """run_trainjob on `kube`, each clock reading 100 s after the last: a wait that never ends fails the test."""
     from cmva.trainjob import run_trainjob
 
-    out = io.StringIO()
-    kw = {"clock": clock} if clock else {}
-    job = run_trainjob(_body(), "team-a", kube, kube, timeout_s, poll_s=1, out=out, sleep=lambda s: None, **kw)
+    out, ticks = io.StringIO(), iter(range(0, 1_000_000, 100))
+    clock = lambda: next(ticks)  # noqa: E731
+    job = run_trainjob(_body(), "team-a", kube, kube, timeout_s, poll_s=1, out=out, sleep=lambda s: None, clock=clock)
     return job, out.getvalue()
 
 
@@ -354,10 +355,9 @@ def test_run_trainjob_raises_naming_the_failed_job_and_keeps_it():
 def test_run_trainjob_times_out_and_deletes_the_job():
     from cmva.trainjob import TrainJobFailed
 
-    ticks = iter(range(0, 10_000, 100))
     kube = FakeKube([RUNNING])
     with pytest.raises(TrainJobFailed, match=r"did not finish within 250 s"):
-        _run(kube, timeout_s=250, clock=lambda: next(ticks))
+        _run(kube, timeout_s=250)
     assert kube.deleted == [_body()["metadata"]["name"]]
 
 
@@ -367,7 +367,7 @@ def test_run_trainjob_times_out_and_deletes_the_job():
 def test_launch_stage_moves_artifacts_through_s3_to_the_nodes_and_back(s3_env, tmp_path, monkeypatch):
     """The launcher stages its inputs, every node process fetches them and runs the stage function, rank 0
     publishes the output, and the launcher copies it into the KFP artifact; a second agent reuses the staged base."""
-    from cmva import kfp_ops, trainjob_node
+    from cmva import kfp_ops, trainjob, trainjob_node
     from cmva.storage import S3Store
     from cmva.trainjob import launch_spec
 
@@ -396,6 +396,7 @@ def test_launch_stage_moves_artifacts_through_s3_to_the_nodes_and_back(s3_env, t
     staging = S3Store("s3://cmva-test/trainjobs")
     for value in ("care", "fairness"):
         kube = FakeKube([COMPLETE], on_create=nodes)
+        monkeypatch.setattr(trainjob, "kube_clients", lambda kube=kube: (kube, kube))
         out = tmp_path / "out" / value
         out.mkdir(parents=True)
         args = inputs["base"], inputs["rewards"], launch, RUN_ID, str(out)
