@@ -246,6 +246,31 @@ STAGE_RESOURCES: dict[str, StageResources] = {
     "promote": StageResources(cpu_request="1", memory_request="2Gi", memory_limit="4Gi", timeout_s=2 * 3600),
 }
 CPU_PROFILES = ("smoke", "cpu")  # recipes that train on CPU: their pipelines request no GPU
+# Stages a platform may run as Kubeflow Trainer v2 TrainJobs: their TRL trainers run data-parallel under torchrun.
+# train-rewards is not one: its own training loop is not distributed (each process would train a full copy).
+TRAINJOB_STAGES = ("train-agent", "train-aggregator")
+
+
+class TrainingCfg(_Stage):
+    """How PlatformCfg's training stages run: one pod each (`pod`), or a multi-node Kubeflow Trainer v2 TrainJob
+    (`trainjob`) created and waited on by a small launcher task (cmva.trainjob)."""
+
+    mode: Literal["pod", "trainjob"] = "pod"
+    stages: list[str] = list(TRAINJOB_STAGES)  # which stages become TrainJobs in `trainjob` mode
+    num_nodes: int = Field(default=2, ge=1)  # TrainJob spec.trainer.numNodes
+    procs_per_node: int = Field(default=1, ge=1)  # spec.trainer.numProcPerNode: torchrun processes (GPUs) per node
+    runtime: str = "cmva-torch-distributed"  # ClusterTrainingRuntime (manifests/trainer); "torch-distributed": stock
+    # Inputs and outputs travel between the launcher and the nodes here (cmva.storage S3Store, one prefix per job)
+    staging_uri: str = Field(default="s3://cmva/trainjobs", pattern=r"^s3://[^/]+")
+    poll_s: float = Field(default=10.0, gt=0)  # seconds between status checks of the TrainJob
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: list[str]) -> list[str]:
+        bad = [s for s in value if s not in TRAINJOB_STAGES]
+        if bad:
+            raise ValueError(f"training.stages: {bad} cannot run as TrainJobs; stages that can: {TRAINJOB_STAGES}")
+        return value
 
 
 class PlatformCfg(_Stage):
@@ -279,6 +304,7 @@ class PlatformCfg(_Stage):
     s3_secret: str = "cmva-s3"
     # AWS_ENDPOINT_URL of every task; None: not set (kfp.local applies task env too: local runs keep the shell's)
     s3_endpoint_url: str | None = "http://minio.cmva.svc.cluster.local:9000"
+    training: TrainingCfg = TrainingCfg()  # `mode: trainjob`: training stages as multi-node TrainJobs
 
     @field_validator("resources", mode="before")
     @classmethod
@@ -295,6 +321,10 @@ class PlatformCfg(_Stage):
     def stage(self, name: str) -> StageResources:
         """The resources of stage `name`."""
         return self.resources.get(name) or STAGE_RESOURCES[name]
+
+    def runs_as_trainjob(self, stage: str) -> bool:
+        """Whether stage `stage` is launched as a Kubeflow Trainer TrainJob rather than run in its own pod."""
+        return self.training.mode == "trainjob" and stage in self.training.stages
 
     def uses_gpu(self, profile: str) -> bool:
         """Whether GPU stages request the accelerator for this profile (never for `smoke` and `cpu`)."""

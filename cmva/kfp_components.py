@@ -67,6 +67,30 @@ def train_agent(
 
 
 @cmva_component
+def train_agent_trainjob(
+    value: str,
+    profile: str,
+    overrides: dict,
+    values: list,
+    mic_uri: str,
+    base: Input[Model],
+    rewards: Input[Model],
+    launch: dict,
+    run_id: str,
+    agent: Output[Model],
+    metrics: Output[Metrics],
+):
+    """train-agent on several nodes: a Kubeflow Trainer TrainJob (`launch`), its node-0 log streamed here."""
+    from cmva.kfp_ops import atomic_dir, log_metrics, train_agent_trainjob_op
+
+    with atomic_dir(agent.path) as out:
+        args = (base.uri, base.path), (rewards.uri, rewards.path), launch, run_id, out
+        result = train_agent_trainjob_op(value, profile, overrides, values, mic_uri, *args)
+    agent.metadata["value"] = value
+    log_metrics(metrics, result)
+
+
+@cmva_component
 def collect_agents(
     agents: Output[Model],
     metrics: Output[Metrics],
@@ -123,6 +147,26 @@ def train_aggregator(
 
     with atomic_dir(aggregator.path) as out:
         result = train_aggregator_op(profile, overrides, base.path, data.path, out)
+    log_metrics(metrics, result)
+
+
+@cmva_component
+def train_aggregator_trainjob(
+    profile: str,
+    overrides: dict,
+    base: Input[Model],
+    data: Input[Dataset],
+    launch: dict,
+    run_id: str,
+    aggregator: Output[Model],
+    metrics: Output[Metrics],
+):
+    """train-aggregator on several nodes: a Kubeflow Trainer TrainJob (`launch`), its node-0 log streamed here."""
+    from cmva.kfp_ops import atomic_dir, log_metrics, train_aggregator_trainjob_op
+
+    with atomic_dir(aggregator.path) as out:
+        args = (base.uri, base.path), (data.uri, data.path), launch, run_id, out
+        result = train_aggregator_trainjob_op(profile, overrides, *args)
     log_metrics(metrics, result)
 
 

@@ -75,8 +75,44 @@ def train_agent_op(
     if value not in [v.name for v in vals]:
         raise ValueError(f"value {value!r} is not in the profile's values {[v.name for v in vals]}")
     stages.agent_stage(Path(out), value, Path(base), Path(rewards), _data(mic_uri, "mic"), vals, p)
+    return _summary_metrics(out, ("reward_first", "reward_last", "kl_last", "steps"))
+
+
+def _summary_metrics(out: str, keys: Sequence[str]) -> dict[str, float]:
+    """The given keys of `<out>/summary.json` that are set, as floats (a training stage's KFP metrics)."""
     s = json.loads((Path(out) / "summary.json").read_text())
-    return {k: float(s[k]) for k in ("reward_first", "reward_last", "kl_last", "steps") if s.get(k) is not None}
+    return {k: float(s[k]) for k in keys if s.get(k) is not None}
+
+
+def train_agent_trainjob_op(
+    value: str,
+    profile: str,
+    overrides: dict,
+    values: list,
+    mic_uri: str,
+    base: tuple[str, str],
+    rewards: tuple[str, str],
+    launch: dict,
+    run_id: str,
+    out: str,
+) -> dict[str, float]:
+    """`train_agent_op` on the nodes of a Kubeflow Trainer TrainJob (cmva.trainjob); artifacts are (URI, path)."""
+    from cmva.trainjob import launch_stage
+
+    kwargs = dict(value=value, profile=profile, overrides=overrides, values=values, mic_uri=mic_uri)
+    launch_stage("train-agent", kwargs, {"base": base, "rewards": rewards}, launch, run_id, out)
+    return _summary_metrics(out, ("reward_first", "reward_last", "kl_last", "steps"))
+
+
+def train_aggregator_trainjob_op(
+    profile: str, overrides: dict, base: tuple[str, str], data: tuple[str, str], launch: dict, run_id: str, out: str
+) -> dict[str, float]:
+    """`train_aggregator_op` on the nodes of a Kubeflow Trainer TrainJob (cmva.trainjob)."""
+    from cmva.trainjob import launch_stage
+
+    kwargs = dict(profile=profile, overrides=overrides)
+    launch_stage("train-aggregator", kwargs, {"base": base, "data": data}, launch, run_id, out)
+    return _summary_metrics(out, ("loss_first", "loss_last", "steps"))
 
 
 def agents_by_value(agent_dirs: Sequence[str]) -> dict[str, Path]:
@@ -135,8 +171,7 @@ def train_aggregator_op(profile: str, overrides: dict, base: str, data: str, out
 
     p = _profile(profile, overrides)
     stages.aggregator_stage(Path(out), Path(base), Path(data), p)
-    s = json.loads((Path(out) / "summary.json").read_text())
-    return {k: float(s[k]) for k in ("loss_first", "loss_last", "steps") if s.get(k) is not None}
+    return _summary_metrics(out, ("loss_first", "loss_last", "steps"))
 
 
 def artifacts_view(base: str, rewards: str, agent_dirs: Sequence[str], aggregator: str) -> Path:

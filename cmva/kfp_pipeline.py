@@ -7,6 +7,10 @@
 The moral values are fixed when the pipeline is built (one named task per agent: the dashboard shows
 `train-agent: care`…); the platform settings (image, per-stage resources, retries, timeouts, labels, pull
 secrets, GPUs unless the profile runs on CPU) are compiled in. `cmva pipeline compile|run|submit` build it.
+
+On a multi-node platform (`training: {mode: trainjob}`, e.g. pipelines/platforms/multinode.yaml) the training stages
+it lists run as Kubeflow Trainer v2 TrainJobs: their tasks are small launchers (`*_trainjob` components, no GPU) that
+create the TrainJob compiled in as their `launch` parameter (cmva.trainjob), stream its log and wait for it.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline's parameter types from its annotations.
@@ -15,16 +19,18 @@ from collections.abc import Sequence
 from kfp import dsl, kubernetes
 
 from cmva import kfp_components as c
-from cmva.config import PlatformCfg
+from cmva.config import PlatformCfg, StageResources
 
 PIPELINE_NAME = "cmva-gs"
 STORE_URI = "s3://cmva/serving"
 
 
-def configure(task, stage: str, p: PlatformCfg, gpu: bool, display_name: str | None = None):
-    """Image, MinIO credentials (Secret → env), resources, timeout, retries, labels and, on GPU stages, the
-    accelerator and GPU node pool."""
-    r = p.stage(stage)
+def configure(
+    task, stage: str, p: PlatformCfg, gpu: bool, display_name: str | None = None, r: StageResources | None = None
+):
+    """Image, MinIO credentials (Secret → env), resources (`r`, default the stage's), timeout, retries, labels and,
+    on GPU stages, the accelerator and GPU node pool."""
+    r = r or p.stage(stage)
     task.set_container_image(p.image_ref())
     kubernetes.use_secret_as_env(
         task, secret_name=p.s3_secret, secret_key_to_env={k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
@@ -51,6 +57,26 @@ def configure(task, stage: str, p: PlatformCfg, gpu: bool, display_name: str | N
     if display_name and p.display_names:
         task.set_display_name(display_name)
     return task
+
+
+def launcher_resources(p: PlatformCfg, stage: str) -> StageResources:
+    """A TrainJob launcher's pod: no GPU, little CPU and memory; it outlives the job's own deadline by 10 minutes so
+    that it reports the job's failure rather than being killed first."""
+    timeout = p.stage(stage).timeout_s
+    return StageResources(
+        cpu_request="500m", memory_request="1Gi", memory_limit="2Gi", timeout_s=timeout + 600 if timeout else 0
+    )
+
+
+def training_task(component, launcher, stage: str, p: PlatformCfg, gpu: bool, display_name: str | None = None, **kw):
+    """The task of training stage `stage`: `component` in its own pod, or on a multi-node platform `launcher`
+    creating the TrainJob of `cmva.trainjob.launch_spec` and waiting for it."""
+    if not p.runs_as_trainjob(stage):
+        return configure(component(**kw), stage, p, gpu, display_name)
+    from cmva.trainjob import launch_spec
+
+    task = launcher(**kw, launch=launch_spec(p, stage, gpu), run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    return configure(task, stage, p, gpu, display_name, launcher_resources(p, stage))
 
 
 def build_pipeline(p: PlatformCfg | None = None, values: Sequence[str] | None = None, profile: str = "cpu"):
@@ -101,7 +127,13 @@ def build_pipeline(p: PlatformCfg | None = None, values: Sequence[str] | None = 
         )
         agents = []
         for i, value in enumerate(names):
-            task = c.train_agent(
+            task = training_task(
+                c.train_agent,
+                c.train_agent_trainjob,
+                "train-agent",
+                p,
+                gpu,
+                f"train-agent: {value}",
                 value=value,
                 **common,
                 values=names,
@@ -111,7 +143,7 @@ def build_pipeline(p: PlatformCfg | None = None, values: Sequence[str] | None = 
             )
             if p.agent_parallelism and i >= p.agent_parallelism:
                 task.after(agents[i - p.agent_parallelism])  # at most agent_parallelism agents train at once
-            agents.append(configure(task, "train-agent", p, gpu, f"train-agent: {value}"))
+            agents.append(task)
         collected = configure(
             c.collect_agents(**{v: t.outputs["agent"] for v, t in zip(names, agents, strict=True)}),
             "collect-agents",
@@ -131,11 +163,15 @@ def build_pipeline(p: PlatformCfg | None = None, values: Sequence[str] | None = 
             p,
             gpu,
         )
-        agg = configure(
-            c.train_aggregator(**common, base=base.outputs["base"], data=data.outputs["data"]),
+        agg = training_task(
+            c.train_aggregator,
+            c.train_aggregator_trainjob,
             "train-aggregator",
             p,
             gpu,
+            **common,
+            base=base.outputs["base"],
+            data=data.outputs["data"],
         )
         ev = configure(
             c.evaluate(

@@ -57,9 +57,11 @@ def test_every_component_compiles_from_the_package_and_the_top_level_is_thin(tmp
         "import_base",
         "train_rewards",
         "train_agent",
+        "train_agent_trainjob",  # multi-node platforms: a Kubeflow Trainer TrainJob (tests/pipelines/test_trainjob.py)
         "collect_agents",
         "build_aggregator_data",
         "train_aggregator",
+        "train_aggregator_trainjob",
         "evaluate",
         "quality_gate",
         "publish_for_serving",
