@@ -34,7 +34,8 @@ def device_kwargs(extra: dict) -> dict:
 
     TRL defaults to bf16; on a CPU without native bf16 every matmul falls back to a slow generic kernel
     (measured here: one RLOO step of the 135M model took minutes instead of seconds). Under torchrun the ranks talk
-    over nccl between GPUs, gloo between CPU processes.
+    over nccl between GPUs, gloo between CPU processes; every LoRA weight takes part in each forward pass, so DDP need
+    not search the graph for unused parameters after each backward pass (its default with peft models).
     """
     import torch
 
@@ -43,7 +44,7 @@ def device_kwargs(extra: dict) -> dict:
     cuda = torch.cuda.is_available()
     kw = {"use_cpu": not cuda, "bf16": cuda and torch.cuda.is_bf16_supported()}
     if world_size() > 1:
-        kw["ddp_backend"] = backend()
+        kw |= {"ddp_backend": backend(), "ddp_find_unused_parameters": False}
     return {k: v for k, v in kw.items() if k not in extra}
 
 
