@@ -114,3 +114,13 @@ def test_two_processes_keep_the_global_batch_and_train(runs, stage):
 def test_aggregator_weights_agree_across_process_counts(runs):
     gap = weight_gap(runs["aggregator", 1][0], runs["aggregator", 2][0])
     assert gap["rel_update"] < SFT_REL_TOL, gap
+
+
+@pytest.mark.parametrize("command", ["train-agent", "train-aggregator"])
+def test_stage_commands_take_nproc(command):
+    from typer.testing import CliRunner
+
+    from cmva.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0 and "--nproc" in result.output
