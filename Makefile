@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ROOT ?= runs/kfp
 PROFILE ?= cpu
 
-.PHONY: run test lint venv clean lock bench-quality bench-serving bench-reliability
+.PHONY: run test lint venv clean lock bench-quality bench-serving bench-reliability bench-distributed
 
 venv: $(STAMP)
 
@@ -38,6 +38,9 @@ bench-serving: $(STAMP)
 
 bench-reliability: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.reliability
+
+bench-distributed: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.distributed
 
 # The images install exactly what the tests ran with: every package of the tested .venv, pinned (torch's local
 # build label dropped, so a CPU or a CUDA build of the same version satisfies it). Rerun after a dependency change.

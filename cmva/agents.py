@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from cmva.config import AgentCfg, LoraCfg
+from cmva.distributed import is_main, per_device_batch, world_size
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,18 @@ def device_kwargs(extra: dict) -> dict:
     """Trainer settings for the device at hand, unless the recipe's `extra` sets them.
 
     TRL defaults to bf16; on a CPU without native bf16 every matmul falls back to a slow generic kernel
-    (measured here: one RLOO step of the 135M model took minutes instead of seconds).
+    (measured here: one RLOO step of the 135M model took minutes instead of seconds). Under torchrun the ranks talk
+    over nccl between GPUs, gloo between CPU processes; every LoRA weight takes part in each forward pass, so DDP need
+    not search the graph for unused parameters after each backward pass (its default with peft models).
     """
     import torch
 
+    from cmva.distributed import backend
+
     cuda = torch.cuda.is_available()
     kw = {"use_cpu": not cuda, "bf16": cuda and torch.cuda.is_bf16_supported()}
+    if world_size() > 1:
+        kw |= {"ddp_backend": backend(), "ddp_find_unused_parameters": False}
     return {k: v for k, v in kw.items() if k not in extra}
 
 
@@ -46,8 +53,13 @@ def trainer_kwargs(seed: int, extra: dict) -> dict:
     return {"logging_steps": 1, "save_strategy": "no", "report_to": [], "seed": seed, **device_kwargs(extra), **extra}
 
 
-def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0):
-    """The trl.RLOOConfig for one agent; unknown `extra` keys fail with TRL's own message."""
+def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0, world: int | None = None):
+    """The trl.RLOOConfig for one agent; unknown `extra` keys fail with TRL's own message.
+
+    The recipe's batch is global: each of the `world` processes (default: this launch's) generates and trains on
+    its share, so one optimisation step sees per_device_train_batch_size × gradient_accumulation_steps completions
+    (TRL's generation batch) of per_device_train_batch_size / num_generations prompts per micro-step, at any world.
+    """
     from trl import RLOOConfig
 
     if cfg.per_device_train_batch_size % cfg.num_generations:
@@ -57,19 +69,24 @@ def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0):
         )
     if cfg.beta <= 0:
         raise ValueError("agent.beta must be > 0: moral agents keep a KL penalty to the PT model (the paper's setup)")
+    extra = {k: v for k, v in cfg.extra.items() if k != "gradient_checkpointing"}
+    accum = extra.get("gradient_accumulation_steps", 1)
+    field = "agent.per_device_train_batch_size"
+    per_device = per_device_batch(cfg.per_device_train_batch_size * accum, accum, field, world)
     return RLOOConfig(
         output_dir=str(out_dir / "trainer"),
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
         beta=cfg.beta,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_train_batch_size=per_device,
         num_generations=cfg.num_generations,
+        num_iterations=cfg.num_iterations,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
         disable_tqdm=False,
         # Checkpointing disables the KV cache in generation (quadratic decode); small models do not need it.
         gradient_checkpointing=cfg.extra.get("gradient_checkpointing", False),
-        **trainer_kwargs(seed, {k: v for k, v in cfg.extra.items() if k != "gradient_checkpointing"}),
+        **trainer_kwargs(seed, extra),
     )
 
 
@@ -81,11 +98,14 @@ def train_agent(
     out_dir: str | Path,
     cfg: AgentCfg | None = None,
     seed: int = 0,
+    dtype: str = "float32",
 ) -> dict:
     """RL-fine-tune a LoRA adapter on the PT model for one value; save adapter, model card, curves.
 
+    Under torchrun every rank trains on its share of the recipe's global batch; rank 0 alone writes.
+
     Returns:
-        Summary: first/last mean reward, last KL, steps, wall time.
+        Summary: first/last mean reward, last KL, steps, wall time, processes and global batch.
     """
     import time
 
@@ -98,7 +118,6 @@ def train_agent(
 
     cfg = cfg or AgentCfg()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.max_prompts:
         questions = questions[: cfg.max_prompts]
     if not questions:
@@ -106,7 +125,7 @@ def train_agent(
     reward_model = RewardModel.load(rewards_path)
     dataset = Dataset.from_list([{"prompt": agent_messages(q)} for q in questions])
     tok = load_tokenizer(base_path)
-    model = load_causal_lm(base_path)
+    model = load_causal_lm(base_path, dtype)
     model.generation_config.pad_token_id = tok.pad_token_id
     trainer = RLOOTrainer(
         model=model,
@@ -118,33 +137,49 @@ def train_agent(
     )
     t0 = time.time()
     trainer.train()
-    wall = time.time() - t0
-    adapter_dir = out
-    trainer.model.save_pretrained(adapter_dir)  # adapter_model.safetensors + adapter_config.json only
     history = [
         {"step": h["step"], "reward": h.get("reward"), "kl": h.get("kl"), "loss": h.get("loss")}
         for h in trainer.state.log_history
         if "reward" in h
     ]
-    (out / "training_log.json").write_text(json.dumps(history, indent=2))
     summary = {
         "value": value,
         "steps": len(history),
         "reward_first": history[0]["reward"] if history else None,
         "reward_last": history[-1]["reward"] if history else None,
         "kl_last": history[-1]["kl"] if history else None,
-        "wall_s": round(wall, 1),
+        "wall_s": round(time.time() - t0, 1),
         "algorithm": "RLOO (trl)",
         "beta": cfg.beta,
         "reward": cfg.reward,
+        **batch_summary(trainer.args),
     }
+    if is_main():
+        _write_agent(trainer, out, value, cfg, history, summary)
+    return summary
+
+
+def batch_summary(args) -> dict:
+    """Processes, per-device batch and the global batch of one optimisation step, from a trainer's arguments."""
+    world = args.world_size
+    return {
+        "processes": world,
+        "per_device_batch": args.per_device_train_batch_size,
+        "global_batch": args.per_device_train_batch_size * world * args.gradient_accumulation_steps,
+    }
+
+
+def _write_agent(trainer, out: Path, value: str, cfg: AgentCfg, history: list[dict], summary: dict) -> None:
+    """Rank 0's artifact: the adapter (safetensors + config only), log, summary, curves, model card."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(out)
+    (out / "training_log.json").write_text(json.dumps(history, indent=2))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_curves(history, out / "reward_kl.png", title=f"{value} agent: RLOO reward and KL")
     write_model_card(out, value, cfg, summary)
-    import shutil
-
     shutil.rmtree(out / "trainer", ignore_errors=True)
-    return summary
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
@@ -182,7 +217,9 @@ LoRA adapter on the cmva base model, fine-tuned with TRL's RLOO against the `{va
 | reward | {"r_" + value + " − mean of the other values' rewards" if cfg.reward == "contrast" else "r_" + value} |
 | steps | {summary["steps"]} |
 | learning rate | {cfg.learning_rate} |
-| batch / generations per prompt | {cfg.per_device_train_batch_size} / {cfg.num_generations} |
+| global batch (completions) / generations per prompt | {summary["global_batch"]} / {cfg.num_generations} |
+| processes × per-device batch | {summary["processes"]} × {summary["per_device_batch"]} |
+| optimisation passes per generated batch | {cfg.num_iterations} |
 | max completion tokens | {cfg.max_completion_length} |
 | LoRA r / alpha | {cfg.lora.r} / {cfg.lora.alpha} |
 | mean reward first → last step | {summary["reward_first"]} → {summary["reward_last"]} |

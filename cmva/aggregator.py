@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cmva.config import AggregatorCfg
+from cmva.distributed import is_main, per_device_batch
 from cmva.prompts import active_values, agent_messages, aggregator_messages
 
 log = logging.getLogger(__name__)
@@ -51,57 +52,84 @@ def profile_dict(values: Sequence[str], profile: Sequence[float]) -> dict[str, f
 
 
 def train_aggregator(
-    base_path: str | Path, data_file: str | Path, out_dir: str | Path, cfg: AggregatorCfg, seed: int = 0
+    base_path: str | Path,
+    data_file: str | Path,
+    out_dir: str | Path,
+    cfg: AggregatorCfg,
+    seed: int = 0,
+    dtype: str = "float32",
 ) -> dict:
-    """LoRA SFT of the aggregator on (question, profile, agent answers) → target."""
-    import shutil
+    """LoRA SFT of the aggregator on (question, profile, agent answers) → target.
+
+    Under torchrun every rank trains on its shard of the recipe's global batch; rank 0 alone writes.
+    """
     import time
 
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
-    from cmva.agents import lora_config, trainer_kwargs
+    from cmva.agents import batch_summary, lora_config
     from cmva.models import load_causal_lm, load_tokenizer
-    from cmva.ranking import RANKING_FILE
 
     records = [json.loads(line) for line in open(data_file)]
     ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records])
     out = Path(out_dir)
-    tok = load_tokenizer(base_path, padding_side="right")
-    args = SFTConfig(
-        output_dir=str(out / "trainer"),
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        max_length=cfg.max_length,
-        completion_only_loss=True,  # cross-entropy on the target answer only
-        **trainer_kwargs(seed, cfg.extra),
-    )
     trainer = SFTTrainer(
-        model=load_causal_lm(base_path),
-        args=args,
+        model=load_causal_lm(base_path, dtype),
+        args=sft_config(cfg, out, seed),
         train_dataset=ds,
-        processing_class=tok,
+        processing_class=load_tokenizer(base_path, padding_side="right"),
         peft_config=lora_config(cfg.lora),
     )
     t0 = time.time()
     trainer.train()
-    wall = time.time() - t0
-    trainer.model.save_pretrained(out)
-    ranking = Path(data_file).parent / RANKING_FILE  # the answer order the data was built with travels along
-    if ranking.is_file():
-        shutil.copy(ranking, out / RANKING_FILE)
     history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
-    (out / "training_log.json").write_text(json.dumps(history, indent=2))
     summary = {
         "rows": len(records),
         "steps": len(history),
         "loss_first": history[0]["loss"] if history else None,
         "loss_last": history[-1]["loss"] if history else None,
-        "wall_s": round(wall, 1),
+        "wall_s": round(time.time() - t0, 1),
+        **batch_summary(trainer.args),
     }
+    if is_main():
+        _write_aggregator(trainer, Path(data_file).parent, out, cfg, history, summary)
+    return summary
+
+
+def sft_config(cfg: AggregatorCfg, out: Path, seed: int = 0, world: int | None = None):
+    """The trl.SFTConfig of the aggregator: the recipe's global batch split over `world` processes (default: this
+    launch's), cross-entropy on the answer tokens only."""
+    from trl import SFTConfig
+
+    from cmva.agents import trainer_kwargs
+
+    accum = cfg.gradient_accumulation_steps
+    field = "aggregator.per_device_train_batch_size"
+    return SFTConfig(
+        output_dir=str(out / "trainer"),
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=per_device_batch(cfg.per_device_train_batch_size * accum, accum, field, world),
+        gradient_accumulation_steps=accum,
+        max_length=cfg.max_length,
+        completion_only_loss=True,  # cross-entropy on the target answer only
+        **trainer_kwargs(seed, cfg.extra),
+    )
+
+
+def _write_aggregator(trainer, data_dir: Path, out: Path, cfg: AggregatorCfg, history: list, summary: dict) -> None:
+    """Rank 0's artifact: the adapter, the ranking statistics the data was built with, log, summary, curve, card."""
+    import shutil
+
+    from cmva.ranking import RANKING_FILE
+
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(out)
+    if (data_dir / RANKING_FILE).is_file():  # the answer order the data was built with travels along
+        shutil.copy(data_dir / RANKING_FILE, out / RANKING_FILE)
+    (out / "training_log.json").write_text(json.dumps(history, indent=2))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot_loss(history, out / "loss.png")
     (out / "README.md").write_text(
@@ -110,10 +138,10 @@ def train_aggregator(
         "moral agents' answers following the user's moral profile (CMVA-GS). It reads the answers ranked best for the "
         "profile first: `ranking.json` holds the statistics of that order (`cmva.ranking`).\n\n"
         f"rows {summary['rows']}, steps {summary['steps']}, loss {summary['loss_first']} → {summary['loss_last']}, "
-        f"LoRA r={cfg.lora.r}, lr={cfg.learning_rate}, wall {summary['wall_s']} s. Curve: `loss.png`.\n"
+        f"LoRA r={cfg.lora.r}, lr={cfg.learning_rate}, global batch {summary['global_batch']} "
+        f"({summary['processes']} process(es)), wall {summary['wall_s']} s. Curve: `loss.png`.\n"
     )
     shutil.rmtree(out / "trainer", ignore_errors=True)
-    return summary
 
 
 def _plot_loss(history: list[dict], path: Path) -> None:

@@ -82,6 +82,12 @@ ProfileOpt = Annotated[str, typer.Option(help="run profile: smoke | cpu | paper 
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override a recipe value, e.g. --set agent.max_steps=10")
 ]
+NprocOpt = Annotated[
+    int,
+    typer.Option(
+        min=1, help="processes training data-parallel (torchrun; one per GPU, gloo on CPU), same global batch"
+    ),
+]
 MicOpt = Annotated[Path | None, typer.Option(help="MIC-schema CSV for training (default: bundled sample)")]
 ScOpt = Annotated[Path | None, typer.Option(help="SocialChem-schema TSV (default: bundled sample)")]
 
@@ -143,6 +149,7 @@ def train_agent_cmd(
     set_: SetOpt = None,
     mic: MicOpt = None,
     socialchem: ScOpt = None,
+    nproc: NprocOpt = 1,
 ) -> None:
     """RL-fine-tune one moral agent (TRL RLOO + LoRA, KL penalty to the PT model)."""
     from cmva import stages
@@ -153,7 +160,8 @@ def train_agent_cmd(
     base = run.stage("base", lambda d: stages.import_base_stage(d, run.profile))
     rewards = run.store.get("rewards")
     path = run.stage(
-        f"agents/{value}", lambda d: stages.agent_stage(d, value, base, rewards, run.mic, run.values, run.profile)
+        f"agents/{value}",
+        lambda d: stages.agent_stage(d, value, base, rewards, run.mic, run.values, run.profile, nproc),
     )
     typer.echo(f"agent adapter: {path}")
 
@@ -175,14 +183,18 @@ def build_aggregator_data_cmd(artifacts: ArtifactsOpt, profile: ProfileOpt = "cp
 
 
 @app.command("train-aggregator")
-def train_aggregator_cmd(artifacts: ArtifactsOpt, profile: ProfileOpt = "cpu", set_: SetOpt = None) -> None:
+def train_aggregator_cmd(
+    artifacts: ArtifactsOpt, profile: ProfileOpt = "cpu", set_: SetOpt = None, nproc: NprocOpt = 1
+) -> None:
     """LoRA SFT of the contextual aggregator (TRL SFTTrainer, loss on the answer tokens)."""
     from cmva import stages
 
     run = _open_run(artifacts, profile, set_, None, None)
     path = run.stage(
         "aggregator",
-        lambda d: stages.aggregator_stage(d, run.store.get("base"), run.store.get("aggregator-data"), run.profile),
+        lambda d: stages.aggregator_stage(
+            d, run.store.get("base"), run.store.get("aggregator-data"), run.profile, nproc
+        ),
     )
     typer.echo(f"aggregator adapter: {path}")
 

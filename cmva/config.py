@@ -83,7 +83,9 @@ class _Stage(BaseModel):
 
 class BaseCfg(_Stage):
     source: str = "smollm2"  # "tiny" | "smollm2" | a .gguf path | a HF directory | an s3:// URI
-    dtype: str = "float32"
+    # The dtype the base model is loaded in for training and generation (cmva.models.load_dtype): honoured on a GPU
+    # ("auto": bfloat16 where supported); a CPU always loads float32 (bf16 matmuls fall back to slow kernels there).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
 
 
 class RewardsCfg(_Stage):
@@ -113,8 +115,12 @@ class AgentCfg(_Stage):
     max_steps: int = 40
     learning_rate: float = 3e-4
     beta: float = 0.05  # KL coefficient: reward - beta * KL(policy || PT model)
+    # Completions per micro-step over ALL processes (the name is TRL's; it is the per-device batch at one process):
+    # × gradient_accumulation_steps (extra) = the global batch of one optimisation step, the same for any number of
+    # processes (cmva.distributed.per_device_batch divides it by the world size).
     per_device_train_batch_size: int = 8
     num_generations: int = 4  # completions per prompt (RLOO baseline = mean of the others)
+    num_iterations: int = 1  # optimisation passes over each generated batch (TRL's μ; PPO's "epochs per batch")
     max_completion_length: int = 48
     temperature: float = 0.9
     max_prompts: int | None = None  # cap on training questions (None: all MIC training questions)
@@ -138,6 +144,8 @@ class AggregatorCfg(_Stage):
     num_train_epochs: float = 2.0
     max_steps: int = -1
     learning_rate: float = 3e-4
+    # Rows per micro-step over ALL processes (TRL's name; per-device at one process) × gradient_accumulation_steps
+    # = the global batch, the same for any number of processes (cmva.distributed.per_device_batch).
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     max_length: int = 768

@@ -85,6 +85,7 @@ def evaluate(
     cfg: EvalCfg | None = None,
     skip_zero_weight: bool = True,
     goodness_weight: float = 1.0,
+    dtype: str = "float32",
 ) -> dict:
     """Run every system on the test rows and write generations.jsonl, report.json, report.md and plots.
 
@@ -98,6 +99,7 @@ def evaluate(
         skip_zero_weight: The run's aggregator setting: agents with c_i = 0 left out of the aggregator's input.
         goodness_weight: The run's aggregator target rule (`cmva.aggregator_data.target_scores`), for the selector
             of an aggregator saved without its ranking (`ranking.json`, `cmva.ranking`).
+        dtype: The run's `base.dtype` (`cmva.models.load_dtype`: float32 on a CPU).
     """
     from cmva.data import load_mic
     from cmva.engine import Engine
@@ -116,7 +118,7 @@ def evaluate(
     train_rows = list(load_mic(train_mic, values, split="train")[0])
     adapters = {v: art / "agents" / v for v in names}
     adapters["aggregator"] = art / "aggregator"
-    engine = Engine(art / "base", adapters)
+    engine = Engine(art / "base", adapters, dtype=dtype)
     rewards = RewardModel.load(art / "rewards")
     ranker = AnswerRanker.load(art / "aggregator", art / "rewards")  # the order CMVA-GS reads the answers in
     load_s = round(time.time() - t0, 1)

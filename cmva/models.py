@@ -179,11 +179,31 @@ def load_tokenizer(path: str | Path, padding_side: str = "left"):
     return tok
 
 
+def load_dtype(dtype: str, cuda: bool | None = None) -> str:
+    """The dtype a model is loaded in for `BaseCfg.dtype`: as asked on a GPU ("auto": bfloat16 where supported, else
+    float32); float32 on a CPU, whatever was asked (bf16 matmuls fall back to slow generic kernels there, and the
+    smoke and cpu results are float32 ones).
+
+    Example:
+        >>> load_dtype("bfloat16", cuda=False)
+        'float32'
+    """
+    import torch
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if not cuda:
+        return "float32"
+    if dtype == "auto":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return dtype
+
+
 def load_causal_lm(path: str | Path, dtype: str = "float32"):
-    """Load a safetensors causal LM checkpoint (never pickles) in eval mode."""
+    """Load a safetensors causal LM checkpoint (never pickles) in eval mode, in `load_dtype(dtype)`."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True)
+    torch_dtype = getattr(torch, load_dtype(dtype))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
     model.eval()
     return model

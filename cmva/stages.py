@@ -40,11 +40,22 @@ def training_questions(mic: Path, values: list[MoralValue]) -> list[str]:
 
 
 def agent_stage(
-    out: Path, value: str, base: Path, rewards: Path, mic: Path, values: list[MoralValue], profile: Profile
+    out: Path,
+    value: str,
+    base: Path,
+    rewards: Path,
+    mic: Path,
+    values: list[MoralValue],
+    profile: Profile,
+    nproc: int = 1,
 ) -> None:
+    """RL of one agent; `nproc` > 1: data-parallel in that many processes (torchrun; one per GPU), same global batch."""
+    from cmva import distributed
     from cmva.agents import train_agent
 
-    train_agent(value, base, rewards, training_questions(mic, values), out, profile.agent, profile.seed)
+    questions = training_questions(mic, values)
+    p = profile
+    distributed.call(nproc, train_agent, value, base, rewards, questions, out, p.agent, p.seed, p.base.dtype)
 
 
 def aggregator_data_stage(
@@ -62,16 +73,19 @@ def aggregator_data_stage(
     from cmva.rewards import SECOND_DIR, RewardModel
 
     rows = list(load_mic(mic, values, split="train")[0])
-    engine = Engine(base, agents)
+    engine = Engine(base, agents, dtype=profile.base.dtype)
     scorer = RewardModel.load(rewards / SECOND_DIR)  # not the evaluation's judge (cmva.aggregator_data)
     build_aggregator_data(engine, scorer, rows, [v.name for v in values], out, profile.aggregator, profile.seed)
 
 
-def aggregator_stage(out: Path, base: Path, data_dir: Path, profile: Profile) -> None:
+def aggregator_stage(out: Path, base: Path, data_dir: Path, profile: Profile, nproc: int = 1) -> None:
+    """SFT of the aggregator; `nproc` > 1: data-parallel in that many processes (torchrun), same global batch."""
+    from cmva import distributed
     from cmva.aggregator import train_aggregator
     from cmva.aggregator_data import DATA_FILE
 
-    train_aggregator(base, data_dir / DATA_FILE, out, profile.aggregator, profile.seed)
+    p = profile
+    distributed.call(nproc, train_aggregator, base, data_dir / DATA_FILE, out, p.aggregator, p.seed, p.base.dtype)
 
 
 def evaluate_stage(
@@ -80,6 +94,16 @@ def evaluate_stage(
     from cmva.evaluate import evaluate
 
     agg = profile.aggregator
-    report = evaluate(artifacts, out, values, mic, data, profile.evaluate, agg.skip_zero_weight, agg.goodness_weight)
+    report = evaluate(
+        artifacts,
+        out,
+        values,
+        mic,
+        data,
+        profile.evaluate,
+        agg.skip_zero_weight,
+        agg.goodness_weight,
+        profile.base.dtype,
+    )
     log.info("ROUGE-L: %s", json.dumps({s: round(r["rougeL"], 4) for s, r in report["rouge"].items()}))
     return report
