@@ -334,6 +334,11 @@ class PlatformCfg(_Stage):
         """Whether stage `stage` is launched as a Kubeflow Trainer TrainJob rather than run in its own pod."""
         return self.training.mode == "trainjob" and stage in self.training.stages
 
+    def processes(self, stage: str, gpu: bool) -> int:
+        """Training processes of a stage run in its own pod: one per accelerator it requests (data-parallel under
+        torchrun, `cmva.distributed`), else 1."""
+        return self.accelerator_count if gpu and stage in TRAINJOB_STAGES and self.stage(stage).gpu else 1
+
     def uses_gpu(self, profile: str) -> bool:
         """Whether GPU stages request the accelerator for this profile (never for `smoke` and `cpu`)."""
         return self.gpu if self.gpu is not None else profile not in CPU_PROFILES

@@ -56,12 +56,13 @@ def train_agent(
     rewards: Input[Model],
     agent: Output[Model],
     metrics: Output[Metrics],
+    nproc: int = 1,
 ):
-    """RL (TRL RLOO + LoRA, KL to the PT model) against one value's reward."""
+    """RL (TRL RLOO + LoRA, KL to the PT model) against one value's reward; data-parallel over `nproc` processes."""
     from cmva.kfp_ops import atomic_dir, log_metrics, train_agent_op
 
     with atomic_dir(agent.path) as out:
-        result = train_agent_op(value, profile, overrides, values, mic_uri, base.path, rewards.path, out)
+        result = train_agent_op(value, profile, overrides, values, mic_uri, base.path, rewards.path, out, nproc)
     agent.metadata["value"] = value
     log_metrics(metrics, result)
 
@@ -141,12 +142,13 @@ def train_aggregator(
     data: Input[Dataset],
     aggregator: Output[Model],
     metrics: Output[Metrics],
+    nproc: int = 1,
 ):
-    """LoRA SFT of the contextual aggregator (loss on the answer tokens only)."""
+    """LoRA SFT of the contextual aggregator (loss on the answer tokens only); data-parallel over `nproc` processes."""
     from cmva.kfp_ops import atomic_dir, log_metrics, train_aggregator_op
 
     with atomic_dir(aggregator.path) as out:
-        result = train_aggregator_op(profile, overrides, base.path, data.path, out)
+        result = train_aggregator_op(profile, overrides, base.path, data.path, out, nproc)
     log_metrics(metrics, result)
 
 

@@ -66,15 +66,24 @@ def train_rewards_op(
 
 
 def train_agent_op(
-    value: str, profile: str, overrides: dict, values: list, mic_uri: str, base: str, rewards: str, out: str
+    value: str,
+    profile: str,
+    overrides: dict,
+    values: list,
+    mic_uri: str,
+    base: str,
+    rewards: str,
+    out: str,
+    nproc: int = 1,
 ) -> dict[str, float]:
+    """`nproc` > 1: data-parallel in that many processes (torchrun, one per GPU of the pod)."""
     from cmva import stages
 
     p = _profile(profile, overrides, values)
     vals = _values(p)
     if value not in [v.name for v in vals]:
         raise ValueError(f"value {value!r} is not in the profile's values {[v.name for v in vals]}")
-    stages.agent_stage(Path(out), value, Path(base), Path(rewards), _data(mic_uri, "mic"), vals, p)
+    stages.agent_stage(Path(out), value, Path(base), Path(rewards), _data(mic_uri, "mic"), vals, p, nproc)
     return _summary_metrics(out, ("reward_first", "reward_last", "kl_last", "steps"))
 
 
@@ -166,11 +175,14 @@ def build_aggregator_data_op(
     return {k: float(stats[k]) for k in keys if stats.get(k) is not None}
 
 
-def train_aggregator_op(profile: str, overrides: dict, base: str, data: str, out: str) -> dict[str, float]:
+def train_aggregator_op(
+    profile: str, overrides: dict, base: str, data: str, out: str, nproc: int = 1
+) -> dict[str, float]:
+    """`nproc` > 1: data-parallel in that many processes (torchrun, one per GPU of the pod)."""
     from cmva import stages
 
     p = _profile(profile, overrides)
-    stages.aggregator_stage(Path(out), Path(base), Path(data), p)
+    stages.aggregator_stage(Path(out), Path(base), Path(data), p, nproc)
     return _summary_metrics(out, ("loss_first", "loss_last", "steps"))
 
 

@@ -69,10 +69,10 @@ def launcher_resources(p: PlatformCfg, stage: str) -> StageResources:
 
 
 def training_task(component, launcher, stage: str, p: PlatformCfg, gpu: bool, display_name: str | None = None, **kw):
-    """The task of training stage `stage`: `component` in its own pod, or on a multi-node platform `launcher`
-    creating the TrainJob of `cmva.trainjob.launch_spec` and waiting for it."""
+    """The task of training stage `stage`: `component` in its own pod (one process per GPU it requests), or on a
+    multi-node platform `launcher` creating the TrainJob of `cmva.trainjob.launch_spec` and waiting for it."""
     if not p.runs_as_trainjob(stage):
-        return configure(component(**kw), stage, p, gpu, display_name)
+        return configure(component(**kw, nproc=p.processes(stage, gpu)), stage, p, gpu, display_name)
     from cmva.trainjob import launch_spec
 
     task = launcher(**kw, launch=launch_spec(p, stage, gpu), run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)

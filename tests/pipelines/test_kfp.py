@@ -219,6 +219,17 @@ def test_ir_requests_no_gpu_for_cpu_profiles(tmp_path, profile):
     assert "accelerator" in spec["deploymentSpec"]["executors"]["exec-evaluate"]["container"]["resources"]
 
 
+@pytest.mark.parametrize("profile, gpus, want", [("paper", 4, 4), ("paper", 1, 1), ("cpu", 4, 1)])
+def test_ir_training_pods_run_one_process_per_gpu(tmp_path, profile, gpus, want):
+    spec, _ = _compile(tmp_path, profile=profile, accelerator_count=gpus)
+    training = {
+        n: t for n, t in spec["root"]["dag"]["tasks"].items() if _stage(n) in ("train-agent", "train-aggregator")
+    }
+    assert len(training) == 6
+    for name, task in training.items():
+        assert task["inputs"]["parameters"]["nproc"]["runtimeValue"]["constant"] == want, name
+
+
 def test_ir_report_markdown_inlines_its_plots(tmp_path):
     from cmva.kfp_ops import inline_images, report_html
 
