@@ -112,6 +112,7 @@ def train_agent(
     from datasets import Dataset
     from trl import RLOOTrainer
 
+    from cmva import sampling
     from cmva.models import load_causal_lm, load_tokenizer
     from cmva.prompts import agent_messages
     from cmva.rewards import RewardModel, reward_function
@@ -135,6 +136,7 @@ def train_agent(
         processing_class=tok,
         peft_config=lora_config(cfg.lora),
     )
+    sampling.install(trainer.model, seed)  # 2 processes sample what 1 process would (cmva.sampling)
     t0 = time.time()
     trainer.train()
     history = [
