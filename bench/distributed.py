@@ -71,19 +71,18 @@ def train(stage: str, out: Path, inputs: dict[str, Path], profile, nproc: int, t
 
     torchrun: go through torchrun even for one process (the bench's like-for-like timing); else one process runs here.
     """
-    from cmva import distributed, stages
+    from cmva import distributed
     from cmva.data import SAMPLE_MIC
+    from cmva.stages import BY_NAME, StageCall
     from cmva.values import resolve_values
 
-    values = resolve_values(profile.values)
-    if stage == "agent":
-        args = (stages.agent_stage, out, "care", inputs["base"], inputs["rewards"], SAMPLE_MIC, values, profile)
-    else:
-        args = (stages.aggregator_stage, out, inputs["base"], inputs["data"], profile)
+    st = BY_NAME["train-agent" if stage == "agent" else "train-aggregator"]
+    ins = {k: inputs[k] for k in st.inputs}
+    call = StageCall(profile, resolve_values(profile.values), {"mic": SAMPLE_MIC}, ins, "care", nproc)
     if torchrun:
-        distributed.launch(nproc, *args)
+        distributed.launch(nproc, st.run, out, StageCall(**{**call.__dict__, "nproc": 1}))
     else:
-        args[0](*args[1:], nproc=nproc)
+        st.run(out, call)
     return json.loads((out / "summary.json").read_text())
 
 

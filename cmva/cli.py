@@ -1,12 +1,13 @@
-"""`cmva`: one subcommand per stage, plus `run` (the whole pipeline).
+"""`cmva`: one subcommand per stage (derived from cmva.stages), plus `run` (the whole pipeline).
 
-$ cmva import-base --out runs/cpu/base
 $ cmva check-data
+$ cmva import-base --artifacts runs/cpu && cmva train-rewards --artifacts runs/cpu && …
 $ cmva run --profile smoke --out runs/smoke
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -29,21 +30,6 @@ def _values(values: str | None):
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-
-@app.command("import-base")
-def import_base_cmd(
-    out: Annotated[Path, typer.Option(help="directory for the safetensors checkpoint")],
-    source: Annotated[
-        str | None, typer.Option(help="a .gguf file, a Hugging Face directory or an s3:// URI (default: SmolLM2)")
-    ] = None,
-    tiny: Annotated[bool, typer.Option(help="write a tiny random model (tests, smoke profile) instead")] = False,
-) -> None:
-    """Import a base model into a plain safetensors checkpoint (GGUF-loaded models refuse training)."""
-    from cmva.models import import_base, tiny_model
-
-    path = tiny_model(out) if tiny else import_base(out, source)
-    typer.echo(f"base model checkpoint: {path}")
 
 
 @app.command("check-data")
@@ -89,6 +75,10 @@ NprocOpt = Annotated[
     ),
 ]
 MicOpt = Annotated[Path | None, typer.Option(help="MIC-schema CSV for training (default: bundled sample)")]
+DataOpt = Annotated[Path | None, typer.Option(help="any MIC-schema CSV to evaluate on (default: the run's test split)")]
+OutOpt = Annotated[
+    Path | None, typer.Option(help="write the output here instead of into the run directory (then nothing is reused)")
+]
 ScOpt = Annotated[Path | None, typer.Option(help="SocialChem-schema TSV (default: bundled sample)")]
 
 
@@ -104,18 +94,23 @@ def _overrides(sets: list[str] | None) -> dict:
     return out
 
 
-def _open_run(artifacts: Path, profile: str, sets, mic, socialchem):
-    """Open (or create) a run directory; an existing run keeps its recorded profile and data."""
+def _open_run(artifacts: Path, profile: str, sets, mic, socialchem, keep: bool = False):
+    """Open (or create) a run directory; an existing run keeps its recorded profile and data.
+
+    keep: the output goes elsewhere (`--out`), so `--set` applies to this command only, not to the run.
+    """
     import json
 
-    from cmva.config import Profile, load_profile
+    from cmva.config import Profile, load_profile, with_overrides
     from cmva.data import SAMPLE_MIC, SAMPLE_SOCIALCHEM
     from cmva.pipeline import RUN_FILE, Run
 
     run_file = artifacts / RUN_FILE
-    if run_file.is_file() and not sets and mic is None and socialchem is None:
+    if run_file.is_file() and (keep or not sets) and mic is None and socialchem is None:
         info = json.loads(run_file.read_text())
-        return Run(artifacts, Profile.model_validate(info["profile"]), info["mic"], info["socialchem"])
+        run = Run(artifacts, Profile.model_validate(info["profile"]), info["mic"], info["socialchem"])
+        run.profile = with_overrides(run.profile, _overrides(sets)) if sets else run.profile
+        return run
     prof = load_profile(profile, _overrides(sets))
     return Run(artifacts, prof, mic or SAMPLE_MIC, socialchem or SAMPLE_SOCIALCHEM)
 
@@ -125,105 +120,81 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(2) from None
 
 
-@app.command("train-rewards")
-def train_rewards_cmd(
-    artifacts: ArtifactsOpt,
-    profile: ProfileOpt = "cpu",
-    set_: SetOpt = None,
-    mic: MicOpt = None,
-    socialchem: ScOpt = None,
+def _run_stage(
+    st,
+    artifacts: Path,
+    profile: str = "cpu",
+    set_: list[str] | None = None,
+    mic: Path | None = None,
+    socialchem: Path | None = None,
+    data: Path | None = None,
+    value: str | None = None,
+    nproc: int = 1,
+    out: Path | None = None,
 ) -> None:
-    """Train the reward classifiers (all-MiniLM-L6-v2 fine-tuned, one head per value); writes held-out metrics."""
-    from cmva import stages
+    """Stage `st` into the run directory `artifacts` (reused when there), or into `out` (never reused)."""
+    import json
 
-    run = _open_run(artifacts, profile, set_, mic, socialchem)
-    path = run.stage("rewards", lambda d: stages.rewards_stage(d, run.socialchem, run.mic, run.values, run.profile))
-    typer.echo((path / "metrics.json").read_text())
-
-
-@app.command("train-agent")
-def train_agent_cmd(
-    value: Annotated[str, typer.Option(help="the moral value of this agent")],
-    artifacts: ArtifactsOpt,
-    profile: ProfileOpt = "cpu",
-    set_: SetOpt = None,
-    mic: MicOpt = None,
-    socialchem: ScOpt = None,
-    nproc: NprocOpt = 1,
-) -> None:
-    """RL-fine-tune one moral agent (TRL RLOO + LoRA, KL penalty to the PT model)."""
-    from cmva import stages
-
-    run = _open_run(artifacts, profile, set_, mic, socialchem)
-    if value not in [v.name for v in run.values]:
-        _fail(ValueError(f"value {value!r} is not in this run's values {[v.name for v in run.values]}"))
-    base = run.stage("base", lambda d: stages.import_base_stage(d, run.profile))
-    rewards = run.store.get("rewards")
-    path = run.stage(
-        f"agents/{value}",
-        lambda d: stages.agent_stage(d, value, base, rewards, run.mic, run.values, run.profile, nproc),
-    )
-    typer.echo(f"agent adapter: {path}")
-
-
-@app.command("build-aggregator-data")
-def build_aggregator_data_cmd(artifacts: ArtifactsOpt, profile: ProfileOpt = "cpu", set_: SetOpt = None) -> None:
-    """Every agent's answer per MIC training question; rows under several profiles with c·r(y)-best targets."""
-    from cmva import stages
-
-    run = _open_run(artifacts, profile, set_, None, None)
-    agents = {v.name: run.store.get(f"agents/{v.name}") for v in run.values}
-    path = run.stage(
-        "aggregator-data",
-        lambda d: stages.aggregator_data_stage(
-            d, run.store.get("base"), agents, run.store.get("rewards"), run.mic, run.values, run.profile
-        ),
-    )
-    typer.echo(f"aggregator data: {path}")
-
-
-@app.command("train-aggregator")
-def train_aggregator_cmd(
-    artifacts: ArtifactsOpt, profile: ProfileOpt = "cpu", set_: SetOpt = None, nproc: NprocOpt = 1
-) -> None:
-    """LoRA SFT of the contextual aggregator (TRL SFTTrainer, loss on the answer tokens)."""
-    from cmva import stages
-
-    run = _open_run(artifacts, profile, set_, None, None)
-    path = run.stage(
-        "aggregator",
-        lambda d: stages.aggregator_stage(
-            d, run.store.get("base"), run.store.get("aggregator-data"), run.profile, nproc
-        ),
-    )
-    typer.echo(f"aggregator adapter: {path}")
-
-
-@app.command("evaluate")
-def evaluate_cmd(
-    artifacts: ArtifactsOpt,
-    out: Annotated[Path, typer.Option(help="directory for generations.jsonl, report.json, report.md and plots")],
-    data: Annotated[Path | None, typer.Option(help="any MIC-schema CSV (default: the run's test split)")] = None,
-    set_: SetOpt = None,
-) -> None:
-    """Evaluate CMVA-GS against the baselines: ROUGE, agent conformity, profile sensitivity."""
-    from cmva import stages
+    from cmva.atomic import atomic_dir
     from cmva.data import DataError
 
-    run = _open_run(artifacts, "cpu", None, None, None)
-    if set_:
-        run.profile = run.profile.model_copy(
-            update={
-                "evaluate": run.profile.evaluate.model_copy(
-                    update={k.removeprefix("evaluate."): v for k, v in _overrides(set_).items()}
-                )
-            }
-        )
     try:
-        stages.evaluate_stage(out, run.root, run.mic, run.values, run.profile, data)
-    except DataError as e:
+        if data is not None and out is None:
+            raise ValueError("--data evaluates on another file: pass --out too (the run's own eval/ keeps its split)")
+        run = _open_run(artifacts, profile, set_, mic, socialchem, keep=out is not None)
+        if st.per_value and value not in [v.name for v in run.values]:
+            raise ValueError(f"value {value!r} is not in this run's values {[v.name for v in run.values]}")
+        if out is None:
+            path = run.run_stage(st, value, nproc)
+        else:
+            with atomic_dir(out, exist="replace") as scratch:
+                st.run(Path(scratch), run.call(st, value, nproc, data))
+            path = out
+    except (ValueError, DataError) as e:
         _fail(e)
-    typer.echo(f"report: {out / 'report.md'}")
+    if st.summary:
+        typer.echo(json.dumps(st.summary(path), indent=2))
+    typer.echo(f"{st.name}: {path}")
+
+
+def _option(name: str, annotation, default=inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _stage_parameters(st) -> list[inspect.Parameter]:
+    """The options of stage `st`'s subcommand, from its declaration (per value, data files, distributed)."""
+    params = [_option("artifacts", ArtifactsOpt)]
+    if st.per_value:
+        params.append(_option("value", Annotated[str, typer.Option(help="the moral value of this run of the stage")]))
+    params += [_option("profile", ProfileOpt, "cpu"), _option("set_", SetOpt, None)]
+    params += [_option("mic", MicOpt, None)] if "mic" in st.data else []
+    params += [_option("socialchem", ScOpt, None)] if "socialchem" in st.data else []
+    params += [_option("data", DataOpt, None)] if "eval" in st.data else []
+    params += [_option("nproc", NprocOpt, 1)] if st.distributed else []
+    return [*params, _option("out", OutOpt, None)]
+
+
+def _stage_command(st):
+    """The `cmva <stage>` subcommand of declaration `st` (cmva.stages)."""
+
+    def command(**kwargs) -> None:
+        _run_stage(st, **kwargs)
+
+    params = _stage_parameters(st)
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = st.doc
+    return command
+
+
+def _add_stage_commands() -> None:
+    from cmva.stages import STAGES
+
+    for st in STAGES:
+        app.command(st.name)(_stage_command(st))
+
+
+_add_stage_commands()
 
 
 @app.command("run")

@@ -209,7 +209,12 @@ def load_profile(name_or_path: str, overrides: dict | None = None) -> Profile:
         path = Path(__file__).parent / "recipes" / f"{name_or_path}.yaml"
         if not path.is_file():
             raise ValueError(f"unknown profile {name_or_path!r}; shipped profiles: {', '.join(PROFILES)}")
-    data = yaml.safe_load(path.read_text()) or {}
+    return with_overrides(yaml.safe_load(path.read_text()) or {}, overrides)
+
+
+def with_overrides(data: dict | Profile, overrides: dict | None) -> Profile:
+    """A profile (or its dict) with dotted-key overrides applied, validated."""
+    data = data.model_dump() if isinstance(data, Profile) else data
     for key, val in (overrides or {}).items():
         node = data
         *parents, leaf = key.split(".")
@@ -230,33 +235,32 @@ class StageResources(_Stage):
     gpu: bool = False  # requests the accelerator (and the GPU node pool) unless the profile runs on CPU
 
 
-# Sized for the paper profile (SmolLM2-1.7B, LoRA) on one GPU node; a platform file overrides any field per stage.
-STAGE_RESOURCES: dict[str, StageResources] = {
-    "import-base": StageResources(cpu_request="1", memory_request="8Gi", memory_limit="16Gi", timeout_s=3600),
-    "train-rewards": StageResources(cpu_request="4", memory_request="8Gi", memory_limit="16Gi", timeout_s=4 * 3600),
-    "train-agent": StageResources(
-        cpu_request="4", memory_request="16Gi", memory_limit="32Gi", timeout_s=12 * 3600, gpu=True
-    ),
+# The platform's own steps (the stages declare theirs: cmva.stages); a platform file overrides any field per task.
+STEP_RESOURCES: dict[str, StageResources] = {
     "collect-agents": StageResources(cpu_request="500m", memory_request="1Gi", memory_limit="2Gi", timeout_s=1800),
-    "build-aggregator-data": StageResources(
-        cpu_request="4", memory_request="16Gi", memory_limit="32Gi", timeout_s=6 * 3600, gpu=True
-    ),
-    "train-aggregator": StageResources(
-        cpu_request="4", memory_request="16Gi", memory_limit="32Gi", timeout_s=12 * 3600, gpu=True
-    ),
-    "evaluate": StageResources(
-        cpu_request="4", memory_request="16Gi", memory_limit="32Gi", timeout_s=6 * 3600, gpu=True
-    ),
     "quality-gate": StageResources(cpu_request="250m", memory_request="512Mi", memory_limit="1Gi", timeout_s=600),
     "publish-for-serving": StageResources(
         cpu_request="1", memory_request="2Gi", memory_limit="4Gi", timeout_s=2 * 3600
     ),
     "promote": StageResources(cpu_request="1", memory_request="2Gi", memory_limit="4Gi", timeout_s=2 * 3600),
 }
+
+
+def task_resources() -> dict[str, StageResources]:
+    """Default resources of every pipeline task: the stages' own (cmva.stages) and the platform steps'."""
+    from cmva.stages import STAGES
+
+    return {**{s.name: s.resources for s in STAGES}, **STEP_RESOURCES}
+
+
+def distributed_stages() -> tuple[str, ...]:
+    """Stages that can run data-parallel, hence as Kubeflow Trainer TrainJobs (cmva.stages: `distributed`)."""
+    from cmva.stages import DISTRIBUTED
+
+    return DISTRIBUTED
+
+
 CPU_PROFILES = ("smoke", "cpu")  # recipes that train on CPU: their pipelines request no GPU
-# Stages a platform may run as Kubeflow Trainer v2 TrainJobs: their TRL trainers run data-parallel under torchrun.
-# train-rewards is not one: its own training loop is not distributed (each process would train a full copy).
-TRAINJOB_STAGES = ("train-agent", "train-aggregator")
 
 
 class TrainingCfg(_Stage):
@@ -264,7 +268,7 @@ class TrainingCfg(_Stage):
     (`trainjob`) created and waited on by a small launcher task (cmva.trainjob)."""
 
     mode: Literal["pod", "trainjob"] = "pod"
-    stages: list[str] = list(TRAINJOB_STAGES)  # which stages become TrainJobs in `trainjob` mode
+    stages: list[str] = Field(default_factory=lambda: list(distributed_stages()))  # TrainJobs in `trainjob` mode
     num_nodes: int = Field(default=2, ge=1)  # TrainJob spec.trainer.numNodes
     procs_per_node: int = Field(default=1, ge=1)  # spec.trainer.numProcPerNode: torchrun processes (GPUs) per node
     runtime: str = "cmva-torch-distributed"  # ClusterTrainingRuntime (manifests/trainer); "torch-distributed": stock
@@ -275,9 +279,9 @@ class TrainingCfg(_Stage):
     @field_validator("stages")
     @classmethod
     def _known_stages(cls, value: list[str]) -> list[str]:
-        bad = [s for s in value if s not in TRAINJOB_STAGES]
+        bad = [s for s in value if s not in distributed_stages()]
         if bad:
-            raise ValueError(f"training.stages: {bad} cannot run as TrainJobs; stages that can: {TRAINJOB_STAGES}")
+            raise ValueError(f"training.stages: {bad} cannot run as TrainJobs; stages that can: {distributed_stages()}")
         return value
 
 
@@ -302,7 +306,7 @@ class PlatformCfg(_Stage):
     agent_parallelism: int = Field(default=0, ge=0)
     node_selector: dict[str, str] = {"cmva.io/pool": "gpu"}  # GPU stages only
     tolerations: list[dict] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    # Per stage (keys of STAGE_RESOURCES); fields not given keep the stage's defaults.
+    # Per task (keys of task_resources()); fields not given keep the task's defaults.
     resources: dict[str, StageResources] = {}
     retries: int = Field(default=2, ge=0)  # a failed task is retried this often (outputs are atomic: safe)
     retry_backoff: str = "60s"  # doubled after each retry
@@ -312,23 +316,25 @@ class PlatformCfg(_Stage):
     s3_secret: str = "cmva-s3"
     # AWS_ENDPOINT_URL of every task; None: not set (kfp.local applies task env too: local runs keep the shell's)
     s3_endpoint_url: str | None = "http://minio.cmva.svc.cluster.local:9000"
-    training: TrainingCfg = TrainingCfg()  # `mode: trainjob`: training stages as multi-node TrainJobs
+    training: TrainingCfg = Field(
+        default_factory=TrainingCfg
+    )  # `mode: trainjob`: training stages as multi-node TrainJobs
 
     @field_validator("resources", mode="before")
     @classmethod
     def _merge_stage_defaults(cls, value):
         """A stage given in the platform file keeps its built-in defaults for the fields it does not set."""
-        out = {}
+        out, defaults = {}, task_resources()
         for stage, given in (value or {}).items():
-            if stage not in STAGE_RESOURCES:
-                raise ValueError(f"resources: unknown stage {stage!r}; stages: {', '.join(STAGE_RESOURCES)}")
+            if stage not in defaults:
+                raise ValueError(f"resources: unknown stage {stage!r}; stages: {', '.join(defaults)}")
             given = given.model_dump(exclude_unset=True) if isinstance(given, StageResources) else dict(given)
-            out[stage] = {**STAGE_RESOURCES[stage].model_dump(), **given}
+            out[stage] = {**defaults[stage].model_dump(), **given}
         return out
 
     def stage(self, name: str) -> StageResources:
         """The resources of stage `name`."""
-        return self.resources.get(name) or STAGE_RESOURCES[name]
+        return self.resources.get(name) or task_resources()[name]
 
     def runs_as_trainjob(self, stage: str) -> bool:
         """Whether stage `stage` is launched as a Kubeflow Trainer TrainJob rather than run in its own pod."""
@@ -337,7 +343,7 @@ class PlatformCfg(_Stage):
     def processes(self, stage: str, gpu: bool) -> int:
         """Training processes of a stage run in its own pod: one per accelerator it requests (data-parallel under
         torchrun, `cmva.distributed`), else 1."""
-        return self.accelerator_count if gpu and stage in TRAINJOB_STAGES and self.stage(stage).gpu else 1
+        return self.accelerator_count if gpu and stage in distributed_stages() and self.stage(stage).gpu else 1
 
     def uses_gpu(self, profile: str) -> bool:
         """Whether GPU stages request the accelerator for this profile (never for `smoke` and `cpu`)."""

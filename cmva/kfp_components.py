@@ -18,77 +18,67 @@ TRAIN_IMAGE = os.environ.get("CMVA_TRAIN_IMAGE", "ghcr.io/cmva/cmva-train:0.1.0"
 cmva_component = functools.partial(dsl.component, base_image=TRAIN_IMAGE, install_kfp_package=False)
 
 
-@cmva_component
-def import_base(profile: str, overrides: dict, base: Output[Model]):
-    """Base model → plain safetensors checkpoint (GGUF-loaded models refuse training)."""
-    from cmva.kfp_ops import atomic_dir, import_base_op
-
-    with atomic_dir(base.path) as out:
-        base.metadata.update(import_base_op(profile, overrides, out))
+# ---- stage components, derived from the declarations in cmva.stages ----------------------------------------------
 
 
-@cmva_component
-def train_rewards(
-    profile: str,
-    overrides: dict,
-    values: list,
-    mic_uri: str,
-    socialchem_uri: str,
-    rewards: Output[Model],
-    metrics: Output[Metrics],
-):
-    """One value classifier per moral value; held-out accuracy and F1 as metrics."""
-    from cmva.kfp_ops import atomic_dir, log_metrics, train_rewards_op
+def _parameters(st, trainjob: bool) -> list[str]:
+    """The component's parameters: the stage's settings, data URIs, input and output artifacts (KFP reads the types)."""
+    from cmva.stages import BY_OUTPUT
 
-    with atomic_dir(rewards.path) as out:
-        result = train_rewards_op(profile, overrides, values, mic_uri, socialchem_uri, out)
-    log_metrics(metrics, result)
+    params = ["value: str"] if st.per_value else []
+    params += ["profile: str", "overrides: dict", "values: list", *(f"{d}_uri: str" for d in st.data)]
+    params += [f"{i}: Input[{'Model' if i == 'agents' else BY_OUTPUT[i].output_type}]" for i in st.inputs]
+    params += ["launch: dict", "run_id: str"] if trainjob else []
+    params += [f"{st.output}: Output[{st.output_type}]"]
+    params += ["metrics: Output[Metrics]"] if st.summary else []
+    params += ["report_md: Output[Markdown]", "report_html: Output[HTML]"] if st.reports else []
+    params += ["nproc: int = 1"] if st.distributed and not trainjob else []
+    return params
 
 
-@cmva_component
-def train_agent(
-    value: str,
-    profile: str,
-    overrides: dict,
-    values: list,
-    mic_uri: str,
-    base: Input[Model],
-    rewards: Input[Model],
-    agent: Output[Model],
-    metrics: Output[Metrics],
-    nproc: int = 1,
-):
-    """RL (TRL RLOO + LoRA, KL to the PT model) against one value's reward; data-parallel over `nproc` processes."""
-    from cmva.kfp_ops import atomic_dir, log_metrics, train_agent_op
-
-    with atomic_dir(agent.path) as out:
-        result = train_agent_op(value, profile, overrides, values, mic_uri, base.path, rewards.path, out, nproc)
-    agent.metadata["value"] = value
-    log_metrics(metrics, result)
+def _component_source(st, trainjob: bool) -> str:
+    """The Python source of a stage's component: its signature, its doc, one call into cmva.kfp_ops."""
+    fn = st.name.replace("-", "_") + ("_trainjob" if trainjob else "")
+    runner = "run_trainjob_component" if trainjob else "run_component"
+    doc = st.doc + (
+        " On several nodes: a Kubeflow Trainer TrainJob (`launch`), node 0's log streamed here."
+        if trainjob
+        else " Data-parallel over `nproc` processes (one per GPU)."
+        if st.distributed
+        else ""
+    )
+    return (
+        f"def {fn}({', '.join(_parameters(st, trainjob))}):\n"
+        f'    """{doc}"""\n'
+        f"    from cmva.kfp_ops import {runner}\n\n"
+        f"    {runner}({st.name!r}, locals())\n"
+    )
 
 
-@cmva_component
-def train_agent_trainjob(
-    value: str,
-    profile: str,
-    overrides: dict,
-    values: list,
-    mic_uri: str,
-    base: Input[Model],
-    rewards: Input[Model],
-    launch: dict,
-    run_id: str,
-    agent: Output[Model],
-    metrics: Output[Metrics],
-):
-    """train-agent on several nodes: a Kubeflow Trainer TrainJob (`launch`), its node-0 log streamed here."""
-    from cmva.kfp_ops import atomic_dir, log_metrics, train_agent_trainjob_op
+def stage_component(st, trainjob: bool = False):
+    """The KFP component of stage `st` (or of its TrainJob launcher): compiled from generated source, which KFP
+    embeds in the IR like any lightweight component's (the source is registered with linecache for `inspect`)."""
+    import linecache
 
-    with atomic_dir(agent.path) as out:
-        args = (base.uri, base.path), (rewards.uri, rewards.path), launch, run_id, out
-        result = train_agent_trainjob_op(value, profile, overrides, values, mic_uri, *args)
-    agent.metadata["value"] = value
-    log_metrics(metrics, result)
+    src = _component_source(st, trainjob)
+    filename = f"<cmva.kfp_components {st.name}{' trainjob' if trainjob else ''}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(keepends=True), filename)
+    namespace = {"__name__": __name__, "Input": Input, "Output": Output, "Model": Model, "Dataset": Dataset}
+    namespace |= {"Metrics": Metrics, "Markdown": Markdown, "HTML": HTML}
+    exec(compile(src, filename, "exec"), namespace)  # noqa: S102 (source built above from the declarations)
+    return cmva_component(namespace[src[4 : src.index("(")]])
+
+
+def _stage_components() -> dict:
+    from cmva.stages import STAGES
+
+    out = {s.name.replace("-", "_"): stage_component(s) for s in STAGES}
+    out |= {s.name.replace("-", "_") + "_trainjob": stage_component(s, True) for s in STAGES if s.distributed}
+    return out
+
+
+STAGE_COMPONENTS = _stage_components()  # "train_agent", "train_agent_trainjob", …: the names components/ re-export
+globals().update(STAGE_COMPONENTS)
 
 
 @cmva_component
@@ -110,95 +100,6 @@ def collect_agents(
         result = collect_agents_op({v: a.path for v, a in given.items() if a is not None}, out)
     agents.metadata["values"] = [v for v, a in given.items() if a is not None]
     log_metrics(metrics, result)
-
-
-@cmva_component
-def build_aggregator_data(
-    profile: str,
-    overrides: dict,
-    values: list,
-    mic_uri: str,
-    base: Input[Model],
-    agents: Input[Model],
-    rewards: Input[Model],
-    data: Output[Dataset],
-):
-    """Every agent's answer per MIC training question; rows under several profiles c, each with the candidate of
-    highest normalised c·r(y) as target (cmva.aggregator_data)."""
-    from cmva.kfp_ops import atomic_dir, build_aggregator_data_op
-
-    with atomic_dir(data.path) as out:
-        stats = build_aggregator_data_op(
-            profile, overrides, values, mic_uri, base.path, [agents.path], rewards.path, out
-        )
-    data.metadata.update(stats)
-
-
-@cmva_component
-def train_aggregator(
-    profile: str,
-    overrides: dict,
-    base: Input[Model],
-    data: Input[Dataset],
-    aggregator: Output[Model],
-    metrics: Output[Metrics],
-    nproc: int = 1,
-):
-    """LoRA SFT of the contextual aggregator (loss on the answer tokens only); data-parallel over `nproc` processes."""
-    from cmva.kfp_ops import atomic_dir, log_metrics, train_aggregator_op
-
-    with atomic_dir(aggregator.path) as out:
-        result = train_aggregator_op(profile, overrides, base.path, data.path, out, nproc)
-    log_metrics(metrics, result)
-
-
-@cmva_component
-def train_aggregator_trainjob(
-    profile: str,
-    overrides: dict,
-    base: Input[Model],
-    data: Input[Dataset],
-    launch: dict,
-    run_id: str,
-    aggregator: Output[Model],
-    metrics: Output[Metrics],
-):
-    """train-aggregator on several nodes: a Kubeflow Trainer TrainJob (`launch`), its node-0 log streamed here."""
-    from cmva.kfp_ops import atomic_dir, log_metrics, train_aggregator_trainjob_op
-
-    with atomic_dir(aggregator.path) as out:
-        args = (base.uri, base.path), (data.uri, data.path), launch, run_id, out
-        result = train_aggregator_trainjob_op(profile, overrides, *args)
-    log_metrics(metrics, result)
-
-
-@cmva_component
-def evaluate(
-    profile: str,
-    overrides: dict,
-    values: list,
-    mic_uri: str,
-    eval_uri: str,
-    base: Input[Model],
-    rewards: Input[Model],
-    agents: Input[Model],
-    aggregator: Input[Model],
-    report: Output[Model],
-    metrics: Output[Metrics],
-    report_md: Output[Markdown],
-    report_html: Output[HTML],
-):
-    """ROUGE vs baselines, agent conformity, profile sensitivity; the report as Markdown and HTML, plots inlined."""
-    from cmva.kfp_ops import atomic_dir, evaluate_op, log_metrics
-
-    with atomic_dir(report.path) as out:
-        args = (base.path, rewards.path, [agents.path], aggregator.path, out)
-        result, md, html = evaluate_op(profile, overrides, values, mic_uri, eval_uri, *args)
-    log_metrics(metrics, result)
-    with open(report_md.path, "w") as f:
-        f.write(md)
-    with open(report_html.path, "w") as f:
-        f.write(html)
 
 
 @cmva_component

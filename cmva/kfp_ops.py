@@ -1,7 +1,7 @@
-"""What the KFP components call: one function per stage, on artifact directories.
+"""What the KFP components call: any stage of `cmva.stages` on artifact directories (`run_component`,
+`run_trainjob_component`), and the platform steps (collect, gate, publish, promote).
 
-A component is a thin wrapper (components/*.py): it passes its `Input[...]`/`Output[...]` paths here and
-logs the returned metrics. Artifacts are directories; each carries the same files as in a local run.
+Artifacts are directories; each carries the same files as in a local run.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ def _profile(profile: str, overrides: dict | None, values: list | None = None):
     return load_profile(profile, merged)
 
 
-def _data(uri: str, kind: str) -> Path:
-    """'' → the bundled sample; a local path or an s3:// object otherwise."""
+def _data(uri: str, kind: str) -> Path | None:
+    """'' → the bundled sample (eval: None, the test split); a local path or an s3:// object otherwise."""
     from cmva.data import SAMPLE_MIC, SAMPLE_SOCIALCHEM
     from cmva.storage import fetch_file
 
     if not uri:
-        return SAMPLE_MIC if kind == "mic" else SAMPLE_SOCIALCHEM
+        return {"mic": SAMPLE_MIC, "socialchem": SAMPLE_SOCIALCHEM}.get(kind)
     return fetch_file(uri, tempfile.mkdtemp(prefix=f"cmva-{kind}-"))
 
 
@@ -43,85 +43,82 @@ def _values(profile):
     return resolve_values(profile.values)
 
 
-def import_base_op(profile: str, overrides: dict, out: str) -> dict:
-    from cmva import stages
-
-    p = _profile(profile, overrides)
-    stages.import_base_stage(Path(out), p)
-    return json.loads((Path(out) / "cmva_base.json").read_text())
-
-
-def train_rewards_op(
-    profile: str, overrides: dict, values: list, mic_uri: str, socialchem_uri: str, out: str
-) -> dict[str, float]:
-    """Returns flat metrics: `<value>_accuracy`, `<value>_f1`, `max_pairwise_correlation` (held-out)."""
-    from cmva import stages
-
-    p = _profile(profile, overrides, values)
-    stages.rewards_stage(Path(out), _data(socialchem_uri, "socialchem"), _data(mic_uri, "mic"), _values(p), p)
-    m = json.loads((Path(out) / "metrics.json").read_text())
-    flat = {f"{v}_{k}": float(d[k]) for v, d in m.items() if not v.startswith("_") for k in ("accuracy", "f1")}
-    flat["max_pairwise_correlation"] = float(m["_pairwise_correlation"]["max_pairwise"])
-    return {k: v for k, v in flat.items() if math.isfinite(v)}
-
-
-def train_agent_op(
-    value: str,
+def run_stage(
+    name: str,
+    out: str,
+    inputs: dict[str, str],
     profile: str,
     overrides: dict,
     values: list,
-    mic_uri: str,
-    base: str,
-    rewards: str,
-    out: str,
+    value: str | None = None,
     nproc: int = 1,
+    **data_uris: str,
 ) -> dict[str, float]:
-    """`nproc` > 1: data-parallel in that many processes (torchrun, one per GPU of the pod)."""
-    from cmva import stages
+    """Stage `name` (cmva.stages) on KFP artifact directories; returns its metrics.
 
+    Args:
+        inputs: Input name → directory ("agents": a `collect-agents` output or one agent's directory).
+        data_uris: `<file>_uri` for each data file the stage reads ('' → the bundled sample; eval: the test split).
+        nproc: Processes training data-parallel (torchrun, one per GPU of the pod), for distributed stages.
+    """
+    from cmva.stages import StageCall, stage
+
+    st = stage(name)
     p = _profile(profile, overrides, values)
-    vals = _values(p)
-    if value not in [v.name for v in vals]:
-        raise ValueError(f"value {value!r} is not in the profile's values {[v.name for v in vals]}")
-    stages.agent_stage(Path(out), value, Path(base), Path(rewards), _data(mic_uri, "mic"), vals, p, nproc)
-    return _summary_metrics(out, ("reward_first", "reward_last", "kl_last", "steps"))
+    data = {d: _data(data_uris.get(f"{d}_uri", ""), d) for d in st.data}
+    dirs = {k: agents_by_value([d]) if k == "agents" else Path(d) for k, d in inputs.items()}
+    st.run(Path(out), StageCall(p, _values(p), data, dirs, value, nproc))
+    # KFP metrics cannot hold NaN (e.g. a Spearman undefined on every answer): such a metric is left out, and its
+    # `_n` companion (0) says why; the stage's own files keep every value.
+    metrics = st.summary(Path(out)) if st.summary else {}
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
 
 
-def _summary_metrics(out: str, keys: Sequence[str]) -> dict[str, float]:
-    """The given keys of `<out>/summary.json` that are set, as floats (a training stage's KFP metrics)."""
-    s = json.loads((Path(out) / "summary.json").read_text())
-    return {k: float(s[k]) for k in keys if s.get(k) is not None}
+def _stage_params(st, args: dict) -> dict:
+    """The stage's parameters (not artifacts) out of a component's arguments."""
+    keys = ["profile", "overrides", "values", *(f"{d}_uri" for d in st.data)]
+    keys += ["value"] if st.per_value else []
+    return {k: args[k] for k in keys}
 
 
-def train_agent_trainjob_op(
-    value: str,
-    profile: str,
-    overrides: dict,
-    values: list,
-    mic_uri: str,
-    base: tuple[str, str],
-    rewards: tuple[str, str],
-    launch: dict,
-    run_id: str,
-    out: str,
-) -> dict[str, float]:
-    """`train_agent_op` on the nodes of a Kubeflow Trainer TrainJob (cmva.trainjob); artifacts are (URI, path)."""
+def _finish(st, args: dict, metrics: dict[str, float]) -> None:
+    """Metadata, metrics and reports of a finished stage component."""
+    output = args[st.output]
+    if st.metadata:
+        output.metadata.update(st.metadata(Path(output.path)))
+    if st.per_value:
+        output.metadata["value"] = args["value"]
+    if st.summary:
+        log_metrics(args["metrics"], metrics)
+    if st.reports:
+        md = inline_images((Path(output.path) / "report.md").read_text(), Path(output.path))
+        Path(args["report_md"].path).write_text(md)
+        Path(args["report_html"].path).write_text(report_html(md, Path(output.path)))
+
+
+def run_component(name: str, args: dict) -> None:
+    """The body of stage `name`'s KFP component (cmva.kfp_components): `args` are its arguments (KFP artifacts)."""
+    from cmva.stages import stage
+
+    st = stage(name)
+    inputs = {i: args[i].path for i in st.inputs}
+    with atomic_dir(args[st.output].path) as out:
+        metrics = run_stage(name, out, inputs, **_stage_params(st, args), nproc=args.get("nproc", 1))
+    _finish(st, args, metrics)
+
+
+def run_trainjob_component(name: str, args: dict) -> None:
+    """The body of stage `name`'s TrainJob launcher component: the stage runs on the nodes of a Kubeflow Trainer
+    TrainJob (`args["launch"]`, cmva.trainjob); artifacts travel as (URI, path)."""
+    from cmva.stages import stage
     from cmva.trainjob import launch_stage
 
-    kwargs = dict(value=value, profile=profile, overrides=overrides, values=values, mic_uri=mic_uri)
-    launch_stage("train-agent", kwargs, {"base": base, "rewards": rewards}, launch, run_id, out)
-    return _summary_metrics(out, ("reward_first", "reward_last", "kl_last", "steps"))
-
-
-def train_aggregator_trainjob_op(
-    profile: str, overrides: dict, base: tuple[str, str], data: tuple[str, str], launch: dict, run_id: str, out: str
-) -> dict[str, float]:
-    """`train_aggregator_op` on the nodes of a Kubeflow Trainer TrainJob (cmva.trainjob)."""
-    from cmva.trainjob import launch_stage
-
-    kwargs = dict(profile=profile, overrides=overrides)
-    launch_stage("train-aggregator", kwargs, {"base": base, "data": data}, launch, run_id, out)
-    return _summary_metrics(out, ("loss_first", "loss_last", "steps"))
+    st = stage(name)
+    inputs = {i: (args[i].uri, args[i].path) for i in st.inputs}
+    with atomic_dir(args[st.output].path) as out:
+        launch_stage(name, _stage_params(st, args), inputs, args["launch"], args["run_id"], out)
+        metrics = st.summary(Path(out)) if st.summary else {}
+    _finish(st, args, {k: float(v) for k, v in metrics.items() if math.isfinite(v)})
 
 
 def agents_by_value(agent_dirs: Sequence[str]) -> dict[str, Path]:
@@ -152,85 +149,6 @@ def collect_agents_op(agents: dict[str, str | None], out: str) -> dict[str, floa
     if not given:
         raise ValueError("collect-agents got no agent")
     return {"agents": float(len(given))}
-
-
-def build_aggregator_data_op(
-    profile: str,
-    overrides: dict,
-    values: list,
-    mic_uri: str,
-    base: str,
-    agent_dirs: Sequence[str],
-    rewards: str,
-    out: str,
-) -> dict[str, float]:
-    from cmva import stages
-
-    p = _profile(profile, overrides, values)
-    stages.aggregator_data_stage(
-        Path(out), Path(base), agents_by_value(agent_dirs), Path(rewards), _data(mic_uri, "mic"), _values(p), p
-    )
-    stats = json.loads((Path(out) / "stats.json").read_text())
-    keys = ("rows", "questions_with_2plus_targets", "rows_showing_all_agents", "graded_rows_target_top_weight")
-    return {k: float(stats[k]) for k in keys if stats.get(k) is not None}
-
-
-def train_aggregator_op(
-    profile: str, overrides: dict, base: str, data: str, out: str, nproc: int = 1
-) -> dict[str, float]:
-    """`nproc` > 1: data-parallel in that many processes (torchrun, one per GPU of the pod)."""
-    from cmva import stages
-
-    p = _profile(profile, overrides)
-    stages.aggregator_stage(Path(out), Path(base), Path(data), p, nproc)
-    return _summary_metrics(out, ("loss_first", "loss_last", "steps"))
-
-
-def artifacts_view(base: str, rewards: str, agent_dirs: Sequence[str], aggregator: str) -> Path:
-    """A run-directory layout (base/, rewards/, agents/<v>/, aggregator/) of symlinks to KFP artifacts."""
-    root = Path(tempfile.mkdtemp(prefix="cmva-artifacts-"))
-    (root / "agents").mkdir()
-    (root / "base").symlink_to(Path(base).resolve())
-    (root / "rewards").symlink_to(Path(rewards).resolve())
-    (root / "aggregator").symlink_to(Path(aggregator).resolve())
-    for v, d in agents_by_value(agent_dirs).items():
-        (root / "agents" / v).symlink_to(d.resolve())
-    return root
-
-
-def evaluate_op(
-    profile: str,
-    overrides: dict,
-    values: list,
-    mic_uri: str,
-    eval_uri: str,
-    base: str,
-    rewards: str,
-    agent_dirs: Sequence[str],
-    aggregator: str,
-    out: str,
-) -> tuple[dict[str, float], str, str]:
-    """Returns (flat metrics, report Markdown, report HTML with the plots inlined)."""
-    from cmva import stages
-
-    p = _profile(profile, overrides, values)
-    art = artifacts_view(base, rewards, agent_dirs, aggregator)
-    report = stages.evaluate_stage(
-        Path(out), art, _data(mic_uri, "mic"), _values(p), p, _data(eval_uri, "mic") if eval_uri else None
-    )
-    metrics = {f"rougeL_{s}": r["rougeL"] for s, r in report["rouge"].items()}
-    metrics.update({f"conformity_delta_{v}": c["delta"] for v, c in report["conformity"].items()})
-    for system, sens in report["sensitivity"].items():
-        key = "sensitivity_" + system.replace("-", "_")
-        metrics[key], metrics[f"{key}_n"] = sens["mean_spearman"], sens["n"]
-    metrics["specialisation_mean"] = report["specialisation"]["mean_off_diagonal"]
-    metrics["reward_correlation_max"] = report["reward_correlation"]["max_pairwise"]
-    for system, d in report["paired"].items():
-        metrics["paired_win_rate_" + system.replace("-", "_")] = d["win_rate"]
-    md = inline_images((Path(out) / "report.md").read_text(), Path(out))
-    # KFP metrics cannot hold NaN (e.g. a Spearman undefined on every answer): such a metric is left out, and
-    # its `_n` companion (0) says why; report.json keeps every value.
-    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}, md, report_html(md, Path(out))
 
 
 def _png_data_uri(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""The CMVA-GS KFP pipeline: wiring only (every stage is a component in `cmva.kfp_components`).
+"""The CMVA-GS KFP pipeline, wired from the stage declarations (cmva.stages): each stage's task reads the outputs
+its declaration names.
 
     import-base ─┬─ train-agent: <value> (one task per value) ── collect-agents ── build-aggregator-data
     train-rewards┘                                                              └─ train-aggregator ── evaluate
@@ -68,15 +69,56 @@ def launcher_resources(p: PlatformCfg, stage: str) -> StageResources:
     )
 
 
-def training_task(component, launcher, stage: str, p: PlatformCfg, gpu: bool, display_name: str | None = None, **kw):
-    """The task of training stage `stage`: `component` in its own pod (one process per GPU it requests), or on a
-    multi-node platform `launcher` creating the TrainJob of `cmva.trainjob.launch_spec` and waiting for it."""
-    if not p.runs_as_trainjob(stage):
-        return configure(component(**kw, nproc=p.processes(stage, gpu)), stage, p, gpu, display_name)
+def stage_task(st, p: PlatformCfg, gpu: bool, args: dict, value: str | None = None):
+    """The task of stage `st` (cmva.stages) with its arguments: its component in its own pod (a distributed stage with
+    one process per GPU it requests), or on a multi-node platform its launcher creating the TrainJob of
+    `cmva.trainjob.launch_spec` and waiting for it."""
+    name = st.name.replace("-", "_")
+    kw = {**args, "value": value} if st.per_value else args
+    display = f"{st.name}: {value}" if value else None
+    if not (st.distributed and p.runs_as_trainjob(st.name)):
+        extra = {"nproc": p.processes(st.name, gpu)} if st.distributed else {}
+        return configure(c.STAGE_COMPONENTS[name](**kw, **extra), st.name, p, gpu, display)
     from cmva.trainjob import launch_spec
 
-    task = launcher(**kw, launch=launch_spec(p, stage, gpu), run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-    return configure(task, stage, p, gpu, display_name, launcher_resources(p, stage))
+    launcher = c.STAGE_COMPONENTS[f"{name}_trainjob"]
+    task = launcher(**kw, launch=launch_spec(p, st.name, gpu), run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    return configure(task, st.name, p, gpu, display, launcher_resources(p, st.name))
+
+
+def stage_args(st, params: dict, produced: dict) -> dict:
+    """A stage's arguments: the run's settings and values, its data files' URIs, the outputs it reads."""
+    args = {k: params[k] for k in ("profile", "overrides", "values")}
+    args |= {f"{d}_uri": params[f"{d}_uri"] for d in st.data}
+    return args | {i: produced[i] for i in st.inputs}
+
+
+def per_value_tasks(st, p: PlatformCfg, gpu: bool, args: dict, names: list[str]) -> dict:
+    """One task of `st` per moral value, at most `p.agent_parallelism` at once; {value: task}."""
+    tasks: list = []
+    for i, value in enumerate(names):
+        task = stage_task(st, p, gpu, args, value)
+        if p.agent_parallelism and i >= p.agent_parallelism:
+            task.after(tasks[i - p.agent_parallelism])
+        tasks.append(task)
+    return dict(zip(names, tasks, strict=True))
+
+
+def train_and_evaluate(p: PlatformCfg, gpu: bool, params: dict, names: list[str]) -> dict:
+    """Every stage of cmva.stages in order, each reading the outputs it names; the per-value agents collected into one
+    artifact ("agents"). Returns every output by name."""
+    from cmva.stages import STAGES
+
+    produced: dict = {}
+    for st in STAGES:
+        args = stage_args(st, params, produced)
+        if not st.per_value:
+            produced[st.output] = stage_task(st, p, gpu, args).outputs[st.output]
+            continue
+        tasks = per_value_tasks(st, p, gpu, args, names)
+        collected = c.collect_agents(**{v: t.outputs[st.output] for v, t in tasks.items()})
+        produced["agents"] = configure(collected, "collect-agents", p, gpu).outputs["agents"]
+    return produced
 
 
 def build_pipeline(p: PlatformCfg | None = None, values: Sequence[str] | None = None, profile: str = "cpu"):
@@ -117,87 +159,20 @@ def build_pipeline(p: PlatformCfg | None = None, values: Sequence[str] | None = 
             store_uri: Where runs are published (<store_uri>/<run id>/) and channels live (<store_uri>/channels/<channel>/).
             channel: Serving channel to promote this run to when the quality gate passes (e.g. staging); empty: publish only.
         """
+        params = dict(profile=profile, overrides=overrides, values=names, mic_uri=mic_uri)
+        params |= dict(socialchem_uri=socialchem_uri, eval_uri=eval_uri)
+        out = train_and_evaluate(p, gpu, params, names)
         common = dict(profile=profile, overrides=overrides)
-        base = configure(c.import_base(**common), "import-base", p, gpu)
-        rewards = configure(
-            c.train_rewards(**common, values=names, mic_uri=mic_uri, socialchem_uri=socialchem_uri),
-            "train-rewards",
-            p,
-            gpu,
-        )
-        agents = []
-        for i, value in enumerate(names):
-            task = training_task(
-                c.train_agent,
-                c.train_agent_trainjob,
-                "train-agent",
-                p,
-                gpu,
-                f"train-agent: {value}",
-                value=value,
-                **common,
-                values=names,
-                mic_uri=mic_uri,
-                base=base.outputs["base"],
-                rewards=rewards.outputs["rewards"],
-            )
-            if p.agent_parallelism and i >= p.agent_parallelism:
-                task.after(agents[i - p.agent_parallelism])  # at most agent_parallelism agents train at once
-            agents.append(task)
-        collected = configure(
-            c.collect_agents(**{v: t.outputs["agent"] for v, t in zip(names, agents, strict=True)}),
-            "collect-agents",
-            p,
-            gpu,
-        )
-        data = configure(
-            c.build_aggregator_data(
-                **common,
-                values=names,
-                mic_uri=mic_uri,
-                base=base.outputs["base"],
-                agents=collected.outputs["agents"],
-                rewards=rewards.outputs["rewards"],
-            ),
-            "build-aggregator-data",
-            p,
-            gpu,
-        )
-        agg = training_task(
-            c.train_aggregator,
-            c.train_aggregator_trainjob,
-            "train-aggregator",
-            p,
-            gpu,
-            **common,
-            base=base.outputs["base"],
-            data=data.outputs["data"],
-        )
-        ev = configure(
-            c.evaluate(
-                **common,
-                values=names,
-                mic_uri=mic_uri,
-                eval_uri=eval_uri,
-                base=base.outputs["base"],
-                rewards=rewards.outputs["rewards"],
-                agents=collected.outputs["agents"],
-                aggregator=agg.outputs["aggregator"],
-            ),
-            "evaluate",
-            p,
-            gpu,
-        )
-        gate = configure(c.quality_gate(**common, report=ev.outputs["report"]), "quality-gate", p, gpu)
+        gate = configure(c.quality_gate(**common, report=out["report"]), "quality-gate", p, gpu)
         with dsl.If(gate.outputs["Output"] == "pass", name="quality-gate-passed"):
             published = configure(
                 c.publish_for_serving(
                     store_uri=store_uri,
                     version=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                    base=base.outputs["base"],
-                    rewards=rewards.outputs["rewards"],
-                    agents=collected.outputs["agents"],
-                    aggregator=agg.outputs["aggregator"],
+                    base=out["base"],
+                    rewards=out["rewards"],
+                    agents=out["agents"],
+                    aggregator=out["aggregator"],
                 ),
                 "publish-for-serving",
                 p,

@@ -2,7 +2,7 @@
 
 Each stage writes an artifact (a directory with a sha256 manifest) into the run's store; a stage whose
 artifact is complete is reused, not recomputed, so a run killed mid-way restarts where it stopped.
-The stage functions are the same ones the CLI subcommands and the KFP components call.
+The stages are those the CLI subcommands and the KFP components run (cmva.stages).
 
     $ cmva run --profile smoke --out runs/smoke
 """
@@ -63,42 +63,52 @@ class Run:
         log.info("stage %-22s done in %.1f s", name, self.timings[name])
         return self.store.get(name)
 
+    def call(self, st, value: str | None = None, nproc: int = 1, eval_data: Path | None = None):
+        """The StageCall of stage `st` in this run: its inputs are the run's finished artifacts.
+
+        Raises:
+            ValueError: Naming the missing artifact and the command that makes it.
+        """
+        from cmva.stages import BY_OUTPUT, StageCall, input_artifacts
+
+        inputs: dict = {}
+        for name, artifact in input_artifacts(st.name, [v.name for v in self.values]).items():
+            wanted = artifact if isinstance(artifact, dict) else {None: artifact}
+            for a in wanted.values():
+                if not self.store.exists(a):
+                    maker = BY_OUTPUT["agent" if name == "agents" else name].name
+                    raise ValueError(f"{st.name} needs {a!r}, not in {self.root}: run `cmva {maker}` first")
+            got = {k: self.store.get(a) for k, a in wanted.items()}
+            inputs[name] = got if isinstance(artifact, dict) else got[None]
+        data = {"mic": self.mic, "socialchem": self.socialchem, "eval": eval_data}
+        return StageCall(self.profile, self.values, {d: data[d] for d in st.data}, inputs, value, nproc)
+
+    def run_stage(self, st, value: str | None = None, nproc: int = 1) -> Path:
+        """Stage `st` into its artifact, unless that exists (resumable)."""
+        return self.stage(st.artifact_of(value), lambda d: st.run(d, self.call(st, value, nproc)))
+
 
 def run_pipeline(
     profile: Profile, out: str | Path, mic: str | Path | None = None, socialchem: str | Path | None = None
 ) -> dict:
-    """Run every stage of CMVA-GS; return the evaluation report (also written to <out>/eval/)."""
+    """Run every stage of CMVA-GS (cmva.stages, in order; per-value stages once per value); return the evaluation
+    report (also written to <out>/eval/)."""
     from tqdm.auto import tqdm
 
-    from cmva import stages
     from cmva.data import SAMPLE_MIC, SAMPLE_SOCIALCHEM
+    from cmva.stages import STAGES
 
     t0 = time.time()
     run = Run(out, profile, mic or SAMPLE_MIC, socialchem or SAMPLE_SOCIALCHEM)
     names = [v.name for v in run.values]
-    steps = ["base", "rewards", *(f"agents/{v}" for v in names), "aggregator-data", "aggregator", "eval"]
+    steps = [(st, v) for st in STAGES for v in (names if st.per_value else [None])]
     bar = tqdm(total=len(steps), desc="cmva pipeline", unit="stage")
-
-    def step(name, fn):
-        bar.set_postfix_str(name)
-        path = run.stage(name, fn)
+    for st, value in steps:
+        bar.set_postfix_str(st.artifact_of(value))
+        last = run.run_stage(st, value)
         bar.update(1)
-        return path
-
-    base = step("base", lambda d: stages.import_base_stage(d, profile))
-    rewards = step("rewards", lambda d: stages.rewards_stage(d, run.socialchem, run.mic, run.values, profile))
-    agents = {
-        v: step(f"agents/{v}", lambda d, v=v: stages.agent_stage(d, v, base, rewards, run.mic, run.values, profile))
-        for v in names
-    }
-    data = step(
-        "aggregator-data",
-        lambda d: stages.aggregator_data_stage(d, base, agents, rewards, run.mic, run.values, profile),
-    )
-    step("aggregator", lambda d: stages.aggregator_stage(d, base, data, profile))
-    ev = step("eval", lambda d: stages.evaluate_stage(d, run.root, run.mic, run.values, profile))
     bar.close()
     wall = round(time.time() - t0, 1)
     (run.root / "timings.json").write_text(json.dumps({"stages_s": run.timings, "total_s": wall}, indent=2))
-    report = json.loads((ev / "report.json").read_text())
-    return {"report": report, "report_md": str(ev / "report.md"), "timings": run.timings, "total_s": wall}
+    report = json.loads((last / "report.json").read_text())
+    return {"report": report, "report_md": str(last / "report.md"), "timings": run.timings, "total_s": wall}

@@ -73,7 +73,7 @@ def trainjob_template(p, stage: str, gpu: bool) -> dict:
 
     Args:
         p: The platform settings (`cmva.config.PlatformCfg`).
-        stage: A stage of `cmva.config.TRAINJOB_STAGES`.
+        stage: A distributed stage of `cmva.stages` (`cmva.stages.DISTRIBUTED`).
         gpu: Whether GPU stages request the accelerator (`PlatformCfg.uses_gpu(profile)`).
     """
     t, r = p.training, p.stage(stage)
@@ -293,7 +293,7 @@ def launch_stage(
     """Run stage `stage` as a TrainJob and copy its output into `out` (the KFP output artifact's directory).
 
     Args:
-        stage: A stage of `cmva.config.TRAINJOB_STAGES` (its function in `cmva.trainjob_node.STAGE_OPS`).
+        stage: A distributed stage of `cmva.stages` (run on the nodes by `cmva.kfp_ops.run_stage`).
         kwargs: The stage function's parameters other than its artifact paths.
         inputs: Artifact parameter name → (KFP artifact URI, local path).
         launch: `launch_spec(...)`, compiled into the pipeline.

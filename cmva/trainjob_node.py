@@ -5,7 +5,7 @@ $ torchrun -m cmva.trainjob_node train-agent '{"kwargs": {"value": "care", ...},
       "output": "s3://cmva/trainjobs/<job>/output"}'
 
 Each process fetches the inputs from S3 (verified against their manifests; processes of a node share one cached
-copy), runs the same `cmva.kfp_ops` function as the single-node component into a scratch directory, and rank 0
+copy), runs the stage as the single-node component does (`cmva.kfp_ops.run_stage`) into a scratch directory, and rank 0
 publishes that directory as the output. The TRL trainers inside run data-parallel over every process (torchrun's
 RANK / WORLD_SIZE / MASTER_ADDR, from the PET_* variables Kubeflow Trainer sets).
 """
@@ -21,8 +21,6 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-STAGE_OPS = {"train-agent": "train_agent_op", "train-aggregator": "train_aggregator_op"}  # in cmva.kfp_ops
-
 
 def _split(uri: str) -> tuple[str, str]:
     """`s3://bucket/prefix/name` → (store URI, artifact name)."""
@@ -35,13 +33,14 @@ def _split(uri: str) -> tuple[str, str]:
 def run(stage: str, spec: dict, rank: int) -> None:
     """Run `stage` with `spec` (kwargs, inputs, output); rank 0 publishes the output."""
     from cmva import kfp_ops
+    from cmva.stages import DISTRIBUTED
     from cmva.storage import S3Store
 
-    if stage not in STAGE_OPS:
-        raise ValueError(f"stage {stage!r} does not run in a TrainJob; stages that do: {', '.join(STAGE_OPS)}")
+    if stage not in DISTRIBUTED:
+        raise ValueError(f"stage {stage!r} does not run in a TrainJob; stages that do: {', '.join(DISTRIBUTED)}")
     paths = {k: str(S3Store(_split(u)[0]).get(_split(u)[1])) for k, u in spec["inputs"].items()}
     with tempfile.TemporaryDirectory(prefix=f"cmva-{stage}-") as out:
-        getattr(kfp_ops, STAGE_OPS[stage])(**spec["kwargs"], **paths, out=out)
+        kfp_ops.run_stage(stage, out, paths, **spec["kwargs"])
         if rank == 0:
             store, name = _split(spec["output"])
             S3Store(store).publish(Path(out), name, overwrite=True)

@@ -156,7 +156,7 @@ def test_train_image_entrypoint_and_extras():
     for extra in re.findall(r"\.\[([a-z,]+)\]", run)[0].split(","):
         assert extra in meta["project"]["optional-dependencies"], extra
     assert importlib.import_module("cmva.cli").app is not None
-    assert importlib.import_module("cmva.kfp_ops").train_agent_op is not None
+    assert importlib.import_module("cmva.kfp_ops").run_component is not None
 
 
 def test_serve_image_entrypoint_roles():

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import components  # noqa: E402
 from cmva import kfp_components  # noqa: E402
-from cmva.config import STAGE_RESOURCES, PlatformCfg  # noqa: E402
+from cmva.config import PlatformCfg, task_resources  # noqa: E402
 from cmva.kfp_runner import compile_pipeline  # noqa: E402
 
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
@@ -170,10 +170,10 @@ def test_ir_resources_gpu_labels_secrets_image(tmp_path):
         resources={"train-agent": {"memory_limit": "64Gi", "cpu_limit": "8"}},
     )
     executors = spec["deploymentSpec"]["executors"]
-    assert {_stage(e) for e in executors} == set(STAGE_RESOURCES)
+    assert {_stage(e) for e in executors} == set(task_resources())
     for name, ex in executors.items():
         stage, res = _stage(name), ex["container"]["resources"]
-        want = STAGE_RESOURCES[stage]
+        want = task_resources()[stage]
         assert ex["container"]["image"] == f"registry.local:5000/cmva/cmva-train@{DIGEST}", name
         assert ex["container"]["env"] == [
             {"name": "AWS_ENDPOINT_URL", "value": "http://minio.cmva.svc.cluster.local:9000"}

@@ -7,6 +7,7 @@ entry and back; the RBAC of manifests/trainer renders with kubectl's kustomize a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import re
@@ -382,7 +383,7 @@ def test_run_trainjob_times_out_and_deletes_the_job():
 def test_launch_stage_moves_artifacts_through_s3_to_the_nodes_and_back(s3_env, tmp_path, monkeypatch):
     """The launcher stages its inputs, every node process fetches them and runs the stage function, rank 0
     publishes the output, and the launcher copies it into the KFP artifact; a second agent reuses the staged base."""
-    from cmva import kfp_ops, trainjob, trainjob_node
+    from cmva import kfp_ops, stages, trainjob, trainjob_node
     from cmva.storage import S3Store
     from cmva.trainjob import launch_spec
 
@@ -390,11 +391,14 @@ def test_launch_stage_moves_artifacts_through_s3_to_the_nodes_and_back(s3_env, t
     monkeypatch.setenv("CMVA_TRAINJOB_NAMESPACE", "team-a")
     calls = []
 
-    def fake_agent_op(value, profile, overrides, values, mic_uri, base, rewards, out):
-        calls.append((value, Path(base, "weights.bin").read_text(), Path(rewards, "r.txt").read_text()))
-        Path(out, "summary.json").write_text(json.dumps({"value": value, "reward_first": 0.1, "reward_last": 0.4}))
+    def fake_agent(out, call):
+        i = call.inputs
+        calls.append((call.value, Path(i["base"], "weights.bin").read_text(), Path(i["rewards"], "r.txt").read_text()))
+        summary = {"value": call.value, "reward_first": 0.1, "reward_last": 0.4}
+        Path(out, "summary.json").write_text(json.dumps(summary))
 
-    monkeypatch.setattr(kfp_ops, "train_agent_op", fake_agent_op)
+    agent = dataclasses.replace(stages.BY_NAME["train-agent"], run=fake_agent)
+    monkeypatch.setitem(stages.BY_NAME, "train-agent", agent)
 
     def nodes(body):  # what the two processes of the TrainJob run
         stage, spec = body["spec"]["trainer"]["args"]
@@ -406,7 +410,7 @@ def test_launch_stage_moves_artifacts_through_s3_to_the_nodes_and_back(s3_env, t
         d = tmp_path / "kfp" / name
         d.mkdir(parents=True)
         (d / fname).write_text(text)
-        inputs[name] = (f"minio://mlpipeline/v2/artifacts/run/{name}", str(d))
+        inputs[name] = SimpleNamespace(uri=f"minio://mlpipeline/v2/artifacts/run/{name}", path=str(d))
     launch = launch_spec(_platform(training={"staging_uri": "s3://cmva-test/trainjobs"}), "train-agent", gpu=True)
     staging = S3Store("s3://cmva-test/trainjobs")
     for value in ("care", "fairness"):
@@ -414,9 +418,12 @@ def test_launch_stage_moves_artifacts_through_s3_to_the_nodes_and_back(s3_env, t
         monkeypatch.setattr(trainjob, "kube_clients", lambda kube=kube: (kube, kube))
         out = tmp_path / "out" / value
         out.mkdir(parents=True)
-        args = inputs["base"], inputs["rewards"], launch, RUN_ID, str(out)
-        metrics = kfp_ops.train_agent_trainjob_op(value, "paper", {}, ["care", "fairness"], "", *args)
-        assert metrics == {"reward_first": 0.1, "reward_last": 0.4}
+        metrics = {}
+        args = dict(value=value, profile="paper", overrides={}, values=["care", "fairness"], mic_uri="", **inputs)
+        args |= dict(launch=launch, run_id=RUN_ID, agent=SimpleNamespace(path=str(out), metadata={}))
+        args["metrics"] = SimpleNamespace(path=str(tmp_path / f"metrics-{value}"), log_metric=metrics.__setitem__)
+        kfp_ops.run_trainjob_component("train-agent", args)
+        assert metrics == {"reward_first": 0.1, "reward_last": 0.4} and args["agent"].metadata == {"value": value}
         assert json.loads((out / "summary.json").read_text())["value"] == value
         assert not (out / "_manifest.json").exists()  # the same files as a single-node run
         body = kube.created[0][1]

@@ -1,0 +1,51 @@
+"""Stage declarations (cmva.stages): each stage declared once, and the CLI subcommand, the KFP component and the
+in-process order derived from it."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from typer.testing import CliRunner
+
+from cmva import kfp_components
+from cmva.cli import app
+from cmva.stages import BY_OUTPUT, DISTRIBUTED, STAGES
+
+ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
+
+
+def test_every_input_is_an_earlier_stages_output():
+    seen = set()
+    for st in STAGES:
+        assert set(st.inputs) <= seen, f"{st.name} reads {set(st.inputs) - seen} before a stage makes it"
+        seen |= {st.output} | ({"agents"} if st.per_value else set())
+    assert DISTRIBUTED == ("train-agent", "train-aggregator")
+
+
+@pytest.mark.parametrize("st", STAGES, ids=lambda s: s.name)
+def test_cli_subcommand_follows_the_declaration(st):
+    out = CliRunner().invoke(app, [st.name, "--help"], env=ENV).output
+    assert ("--value" in out) == st.per_value and ("--nproc" in out) == st.distributed
+    assert ("--mic" in out) == ("mic" in st.data) and ("--data" in out) == ("eval" in st.data)
+    assert "--artifacts" in out and "--out" in out
+
+
+@pytest.mark.parametrize("st", STAGES, ids=lambda s: s.name)
+def test_kfp_component_follows_the_declaration(st):
+    params = inspect.signature(kfp_components.STAGE_COMPONENTS[st.name.replace("-", "_")].python_func).parameters
+    assert {*st.inputs, st.output, "profile", "overrides", "values"} <= set(params)
+    assert {f"{d}_uri" for d in st.data} <= set(params)
+    assert ("nproc" in params) == st.distributed and ("value" in params) == st.per_value
+    trainjob = kfp_components.STAGE_COMPONENTS.get(st.name.replace("-", "_") + "_trainjob")
+    assert (trainjob is not None) == st.distributed
+    if trainjob:
+        assert {"launch", "run_id"} <= set(inspect.signature(trainjob.python_func).parameters)
+
+
+def test_a_stage_without_its_inputs_names_the_command_that_makes_them(tmp_path):
+    res = CliRunner().invoke(app, ["train-agent", "--artifacts", str(tmp_path), "--value", "care"], env=ENV)
+    assert res.exit_code == 2 and "cmva import-base" in res.output, res.output
+    res = CliRunner().invoke(app, ["evaluate", "--artifacts", str(tmp_path), "--data", "x.csv"], env=ENV)
+    assert res.exit_code == 2 and "--out" in res.output
+    assert BY_OUTPUT["data"].name == "build-aggregator-data"
