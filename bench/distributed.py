@@ -154,9 +154,9 @@ def markdown(res: dict) -> str:
             f"{r['ratio_2_over_1']} | {g['rel_update']:.2e} | {g['max_abs']:.2e} |"
         )
     lines.append(
-        "\nRatio < 1: two processes finish a step faster than one. The aggregator (SFT, no sampling) should agree to "
-        "float rounding; the agent (RLOO) samples its completions per rank (TRL seeds each rank apart), so its "
-        "2-process completions, and weights, differ from the 1-process ones by sampling, not by batch or averaging."
+        "\nRatio < 1: two processes finish a step faster than one. Both stages should agree to float rounding: SFT has "
+        "no sampling, and RL draws each completion with noise keyed by its global row (cmva.sampling), so 2 processes "
+        "sample what 1 does (the test's tolerance: 1e-3 of the update, tests/unit/test_distributed.py)."
     )
     return "\n".join(lines) + "\n"
 
