@@ -104,7 +104,7 @@ def evaluate(
     from cmva.data import load_mic
     from cmva.engine import Engine
     from cmva.ranking import AnswerRanker
-    from cmva.rewards import RewardModel
+    from cmva.rewards import SECOND_DIR, RewardModel
 
     cfg = cfg or EvalCfg()
     t0 = time.time()
@@ -120,12 +120,13 @@ def evaluate(
     adapters["aggregator"] = art / "aggregator"
     engine = Engine(art / "base", adapters, dtype=dtype)
     rewards = RewardModel.load(art / "rewards")
-    ranker = AnswerRanker.load(art / "aggregator", art / "rewards")  # the order CMVA-GS reads the answers in
+    second = _load_second(art / "rewards")
+    # the order CMVA-GS reads the answers in, scored by the second set loaded above
+    ranker = AnswerRanker.load(art / "aggregator", art / "rewards", {SECOND_DIR: second} if second else None)
     load_s = round(time.time() - t0, 1)
 
     gens = generate(engine, rows, train_rows, values, cfg, skip_zero_weight, ranker)
     gens.phases = {"load": load_s, **gens.phases}
-    second = _load_second(art / "rewards")
     if second is not None:
         ranker = ranker or _fit_ranker(second, gens, goodness_weight)
         _add_selector(gens, ranker, skip_zero_weight)

@@ -94,14 +94,17 @@ class AnswerRanker:
         return path
 
     @classmethod
-    def load(cls, adapter_dir: str | Path, rewards_root: str | Path) -> AnswerRanker | None:
-        """The ranker saved with an aggregator adapter, scoring with `rewards_root / <its rewards set>`;
-        None when the adapter has no `ranking.json` (trained before ranking existed: answers by weight)."""
+    def load(
+        cls, adapter_dir: str | Path, rewards_root: str | Path, loaded: Mapping | None = None
+    ) -> AnswerRanker | None:
+        """The ranker saved with an aggregator adapter, scoring with `rewards_root / <its rewards set>` (taken from
+        `loaded`, {set directory name: RewardModel}, when the caller holds it already); None when the adapter has
+        no `ranking.json` (trained before ranking existed: answers by weight)."""
         from cmva.rewards import RewardModel
 
         path = Path(adapter_dir) / RANKING_FILE
         if not path.is_file():
             return None
         meta = json.loads(path.read_text())
-        rewards = RewardModel.load(Path(rewards_root) / meta["rewards"])
+        rewards = (loaded or {}).get(meta["rewards"]) or RewardModel.load(Path(rewards_root) / meta["rewards"])
         return cls(rewards, meta["mean"], meta["sd"], meta["goodness_weight"])

@@ -65,7 +65,7 @@ def test_agent_targets_are_listed_first_and_the_saved_ranker_orders_alike(tmp_pa
     rows = [json.loads(line) for line in open(path)]
     ranking = json.loads((tmp_path / "ranking.json").read_text())
     assert ranking["rewards"] == "second" and ranking["goodness_weight"] == 0.25 and set(ranking["mean"]) == set(VALUES)
-    ranker = AnswerRanker(KeywordRewards(), ranking["mean"], ranking["sd"], ranking["goodness_weight"])
+    ranker = AnswerRanker.load(tmp_path, tmp_path / "no-rewards-here", {"second": KeywordRewards()})  # held already
     agent_targets = [r for r in rows if r["target_source"] != MIC]
     assert agent_targets and all(r["order"][0] == r["target_source"] for r in agent_targets)
     assert ranker.order([r["profile"] for r in rows], [r["answers"] for r in rows]) == [r["order"] for r in rows]
