@@ -4,10 +4,12 @@ The chain is two generations in sequence (the agents as one mixed-adapter batch,
 answers) plus scoring and ranking; this times each step with the serving code's own objects (Engine, RewardModel,
 AnswerRanker), no HTTP, so that (a) of bench/serving splits into the work's floor and the serving overhead:
 
-    .venv/bin/python -m bench.serving_profile --artifacts DIR [--tokens 32] [--reps 3] [--chain]
+    .venv/bin/python -m bench.serving_profile --artifacts DIR [--tokens 32] [--reps 3] [--chain] [--part memory]
 
 `--chain` also times the packed chain over HTTP (bench/serving's (a)) in the same run: the gap is HTTP, JSON,
-validation and the hops between processes. Writes bench/results/serving_profile.md (+ .json).
+validation and the hops between processes. With the timings (`--part all`, the default) comes where (b)'s memory
+goes: the RSS of a fresh process after each thing the packed predictor loads. Writes bench/results/serving_profile.md
+(+ .json).
 """
 
 from __future__ import annotations
@@ -67,6 +69,49 @@ def steps(art: Path, tokens: int, reps: int) -> dict[str, float]:
     return out
 
 
+def rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def memory_steps(art: Path, tokens: int) -> dict[str, float]:
+    """RSS (MiB) of one process after each thing the packed predictor holds is loaded, then after one request's
+    generations; run in a fresh process (`--part memory`), so the first figure is the interpreter's."""
+    out = {"python + cmva": rss_mib()}
+    import kserve  # noqa: F401
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    out["+ torch, transformers, peft, kserve imported"] = rss_mib()
+    from cmva.engine import Engine
+
+    values = list(PROFILE)
+    engine = Engine(art / "base")
+    out["+ base model"] = rss_mib()
+    del engine
+    engine = Engine(art / "base", {**{v: art / "agents" / v for v in values}, "aggregator": art / "aggregator"})
+    out["base model + 6 adapters (the base alone freed first)"] = rss_mib()
+    from cmva.rewards import RewardModel
+
+    rewards = RewardModel.load(art / "rewards")
+    out["+ reward model (scores)"] = rss_mib()
+    from cmva.ranking import AnswerRanker
+
+    ranker = AnswerRanker.load(art / "aggregator", art / "rewards")
+    out["+ second reward set (ranking)"] = rss_mib()
+    from cmva.prompts import agent_messages, aggregator_messages
+
+    q, kw = QUESTIONS[0], dict(max_new_tokens=tokens, min_new_tokens=tokens, batch_size=8)
+    answers = dict(zip(values, engine.generate([agent_messages(q)] * 5, values, **kw), strict=True))
+    rewards.score(list(answers.values()))
+    order = ranker.order([PROFILE], [answers])[0] if ranker else None
+    engine.generate([aggregator_messages(q, PROFILE, answers, order)], ["aggregator"], **kw)
+    out["+ after one request (agents, scores, ranking, aggregator)"] = rss_mib()
+    return out
+
+
 def chain_latency(art: Path, tokens: int, reps: int) -> float:
     """Median latency of the packed chain over HTTP (bench/serving's (a) numerator)."""
     import httpx
@@ -106,6 +151,9 @@ def render(r: dict) -> str:
         c = r["chain_s"]
         lines.append(f"| packed chain over HTTP (median) | {c:.3f} | {c / base:.2f} |")
         lines.append(f"| serving overhead (chain − work) | {c - floor:.3f} | {(c - floor) / base:.2f} |")
+    if r.get("memory_mib"):
+        lines += ["", "| RSS of one process (MiB) | MiB |", "|---|---|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in r["memory_mib"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -118,13 +166,29 @@ def main(argv=None) -> None:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--chain", action="store_true", help="also time the packed chain over HTTP")
+    p.add_argument("--part", choices=["all", "time", "memory"], default="all", help="memory: this process only, JSON")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     art = serving_artifacts(a.artifacts, list(PROFILE))
-    res = {"artifacts": str(art), "tokens": a.tokens, "reps": a.reps, "steps_s": steps(art, a.tokens, a.reps)}
+    if a.part == "memory":
+        print(json.dumps(memory_steps(art, a.tokens)))
+        return
+    res = {"artifacts": str(art), "tokens": a.tokens, "reps": a.reps}
+    if a.part == "all":
+        res["memory_mib"] = memory_in_a_fresh_process(art, a.tokens)
+    res["steps_s"] = steps(art, a.tokens, a.reps)
     if a.chain:
         res["chain_s"] = chain_latency(art, a.tokens, a.reps)
     print(Path(write_result("serving_profile", json.loads(json.dumps(res)), render(res))).read_text())
+
+
+def memory_in_a_fresh_process(art: Path, tokens: int) -> dict[str, float]:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "bench.serving_profile", "--part", "memory", "--artifacts", str(art)]
+    done = subprocess.run([*cmd, "--tokens", str(tokens)], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
