@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from fastapi.sse import format_sse_event
 
@@ -70,11 +71,12 @@ async def chat_events(model: str, meta: dict, events: AsyncIterator[dict], inclu
     yield out.delta({"role": "assistant", "content": ""}, cmva=meta)
     counts = None
     try:
-        async for event in events:
-            if "text" in event:
-                yield out.delta({"content": event["text"]})
-            else:
-                counts = event["usage"]
+        async with aclosing(events):  # a client gone: the aggregator's stream (and generation) closes now
+            async for event in events:
+                if "text" in event:
+                    yield out.delta({"content": event["text"]})
+                else:
+                    counts = event["usage"]
     except Exception as e:  # the status line is sent: end the stream with the error instead of hanging
         log.warning("chat completion stream failed: %r", e)
         yield error_event(f"the answer's stream failed: {e}")

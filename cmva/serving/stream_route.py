@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from fastapi import Request
 from starlette.responses import StreamingResponse
@@ -35,8 +36,9 @@ async def ndjson_lines(stream) -> AsyncIterator[str]:
     from cmva.serving.predictors import usage
 
     try:
-        async for text in stream.deltas():
-            yield _line({"text": text})
+        async with aclosing(stream.deltas()) as deltas:  # closed at once if the client goes: generation stops
+            async for text in deltas:
+                yield _line({"text": text})
         yield _line({"usage": usage(await stream.completion())})
     except Exception as e:  # the status line is sent: the error travels in the stream
         log.exception("aggregator stream failed")

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.serving.conftest import start_transformer
-from tests.serving.stubs import stop
+from tests.serving.stubs import metric, stop
 
 QUESTION = [{"role": "user", "content": "My neighbour's dog barks all night. What should I do?"}]
 PROFILE = {"profile": {"care": 1.0, "authority": 0.5}}
@@ -78,6 +78,22 @@ def test_the_aggregator_streams_while_it_generates(packed):
     texts = [t for t, e in zip(times, events, strict=True) if "text" in e]
     assert len(texts) > 10
     assert texts[-1] - texts[0] > 0.3 * (times[-1] - start), (texts[0] - start, texts[-1] - start, times[-1] - start)
+
+
+def test_client_leaving_a_stream_stops_the_generation(client, packed):
+    """The client closes its stream after the first chunk: the transformer closes the aggregator's stream, whose
+    generation stops (never counted as generated tokens) instead of running to max_tokens."""
+    predictor = f"http://127.0.0.1:{packed.ports['packed']}"
+    one = {"profile": {"care": 1.0}}
+    before = metric(predictor, "cmva_generated_tokens_total", {"adapter": "aggregator"})
+    stream = client.chat.completions.create(
+        model="cmva", messages=QUESTION, max_tokens=384, extra_body=one, stream=True
+    )
+    next(stream)  # sent once the aggregator's stream has started
+    stream.close()
+    client.chat.completions.create(model="cmva", messages=QUESTION, max_tokens=1, extra_body=one)  # queued after it
+    added = metric(predictor, "cmva_generated_tokens_total", {"adapter": "aggregator"}) - before
+    assert added <= 1  # this last answer's token at most; the 384-token stream run to its end: ~100 more
 
 
 def test_models_list_and_retrieve(client):
