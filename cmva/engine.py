@@ -17,6 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 from cmva.models import load_causal_lm, load_tokenizer
@@ -52,6 +53,25 @@ def plan_batches(
     if cur:
         batches.append(cur)
     return batches
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated answer and its token counts (the prompt as the model read it, the tokens it generated)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def generated_tokens(row: Sequence[int], eos: set[int]) -> int:
+    """Tokens a row generated: up to its first end-of-sequence token (included), the rest is padding.
+
+    Example:
+        >>> generated_tokens([5, 7, 2, 2], eos={2})
+        3
+    """
+    return next((k + 1 for k, t in enumerate(row) if t in eos), len(row))
 
 
 class Engine:
@@ -134,7 +154,12 @@ class Engine:
     def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
 
-    def generate(
+    def generate(self, prompts: Sequence[Sequence[Mapping[str, str]]], *args, **kwargs) -> list[str]:
+        """Generate one completion per chat prompt, each with its own adapter (`"__base__"` = PT model): the
+        texts of `complete` (same arguments)."""
+        return [c.text for c in self.complete(prompts, *args, **kwargs)]
+
+    def complete(
         self,
         prompts: Sequence[Sequence[Mapping[str, str]]],
         adapter_names: Sequence[str] | None = None,
@@ -145,10 +170,13 @@ class Engine:
         progress: str | None = None,
         min_new_tokens: int = 0,
         max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
-    ) -> list[str]:
-        """Generate one completion per chat prompt, each with its own adapter (`"__base__"` = PT model).
+        streamer=None,
+    ) -> list[Completion]:
+        """One completion per chat prompt, each with its own adapter (`"__base__"` = PT model), with its
+        token counts.
 
         `min_new_tokens` > 0 ignores end-of-sequence before that many tokens (fixed-length benchmarks).
+        `streamer`: a transformers streamer fed the tokens as they are generated (one prompt only).
 
         Prompts are sorted by adapter, then length, and cut into batches of at most `batch_size` rows and
         `max_batch_tokens` padded tokens (rows × (longest prompt + max_new_tokens)), so one long prompt does
@@ -164,12 +192,16 @@ class Engine:
         unknown = set(names) - set(self.adapters) - {BASE}
         if unknown:
             raise ValueError(f"unknown adapter(s) {sorted(unknown)}; loaded: {self.adapters}")
+        if streamer is not None and n != 1:
+            raise ValueError(f"a streamer follows one prompt, got {n}")
         texts = [self.chat_prompt(p) for p in prompts]
         lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]] if n else []
         # Group by adapter, then length: most batches hold one adapter (plain LoRA forward, measured
         # ~1.4x faster than peft's mixed-batch path) and similar lengths (less padding).
         order = sorted(range(n), key=lambda i: (names[i], lengths[i]))
-        out: list[str] = [""] * n
+        out: list[Completion | None] = [None] * n
+        eos = self.tokenizer.eos_token_id
+        eos = set(eos) if isinstance(eos, list) else {eos}
         batches = plan_batches(order, lengths, batch_size, max_batch_tokens, max_new_tokens)
         for idx in tqdm(batches, desc=progress, disable=progress is None, unit="batch"):
             enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -182,6 +214,8 @@ class Engine:
             )
             if min_new_tokens:
                 kwargs["min_new_tokens"] = min_new_tokens
+            if streamer is not None:
+                kwargs["streamer"] = streamer
             if do_sample:
                 kwargs["temperature"] = temperature
             else:  # greedy: silence the model's sampling defaults
@@ -205,6 +239,7 @@ class Engine:
                     gen = self.model.generate(**enc, adapter_names=[names[i] for i in idx], **kwargs)
                 self.path_counts[path] += 1
             new = gen[:, enc["input_ids"].shape[1] :]
-            for i, text in zip(idx, self.tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
-                out[i] = text.strip()
+            decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            for i, text, row in zip(idx, decoded, new.tolist(), strict=True):
+                out[i] = Completion(text.strip(), lengths[i], generated_tokens(row, eos))
         return out

@@ -1,16 +1,24 @@
-"""`POST /openai/v1/chat/completions` on KServe's FastAPI app, with the `openai` package's types.
+"""The OpenAI API on KServe's FastAPI app, with the `openai` package's types:
 
-kserve 0.21's own OpenAI module imports vLLM (CUDA-only); this route needs none of it. The moral profile
+- `POST /openai/v1/chat/completions`: the answer, with the aggregator's token counts as `usage`; with
+  `stream: true`, the aggregator's answer as server-sent events while it is generated (cmva.serving.openai_stream);
+- `GET /openai/v1/models`, `GET /openai/v1/models/{model}`: the one model served.
+
+kserve 0.21's own OpenAI module imports vLLM (CUDA-only); these routes need none of it. The moral profile
 travels as an extra field: `client.chat.completions.create(..., extra_body={"profile": {"care": 1.0}})`.
+Bad input is refused (4xx naming the field) before any stream starts.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse
+
+from cmva.serving.openai_request import RequestError, chat_request
+from cmva.serving.openai_stream import chat_events, completion_id, usage_of
 
 
 def _error(status: int, message: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:
@@ -23,9 +31,8 @@ def _error(status: int, message: str, param: str | None = None, headers: dict | 
 
 
 def add_openai_route(app, model) -> None:
-    """Register the chat-completions route for a CMVATransformer `model`."""
+    """Register the OpenAI routes for a CMVATransformer `model`."""
     from kserve.errors import InvalidInput
-    from openai.types.chat import ChatCompletion
 
     from cmva.serving.errors import ChainError
 
@@ -35,41 +42,52 @@ def add_openai_route(app, model) -> None:
             body = await request.json()
         except (ValueError, RecursionError):  # RecursionError: nesting deeper than the JSON decoder allows
             return _error(400, "body: not valid JSON (or nested too deeply)")
-        if not isinstance(body, dict):
-            return _error(400, "body: expected a JSON object")
-        if body.get("model") not in (None, model.name):
-            return _error(404, f"model: {body.get('model')!r} is not served here; use {model.name!r}", "model")
-        if body.get("stream"):
-            return _error(400, "stream: streaming is not supported", "stream")
-        messages = body.get("messages")
-        if not isinstance(messages, list):
-            return _error(400, "messages: expected a list of chat messages", "messages")
-        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-        if not users or not isinstance(users[-1].get("content"), str):
-            return _error(400, "messages: expected at least one user message with text content", "messages")
-        if "profile" not in body:
-            return _error(
-                400, "profile: missing; pass the moral profile as an extra field, e.g. {'care': 1.0}", "profile"
-            )
-        v1 = {"instances": [{"question": users[-1]["content"], "profile": body["profile"]}]}
-        if body.get("max_tokens") is not None:
-            v1["parameters"] = {"max_new_tokens": body["max_tokens"]}
         try:
-            result, _ = await model(v1, dict(request.headers))
+            req = chat_request(body, model.name)
+            if req.stream:
+                meta, events = await model.stream(req.v1, dict(request.headers))
+                return EventSourceResponse(chat_events(model.name, meta, events, req.include_usage))
+            pred, counts = await model.answer(req.v1, dict(request.headers))
+        except RequestError as e:
+            return _error(e.status, str(e), e.param)
         except InvalidInput as e:
             return _error(400, str(e), str(e).split(":")[0])
         except ChainError as e:  # 502 / 503 (Retry-After) in the OpenAI error shape
             return _error(e.status_code, str(e), headers=e.headers)
-        pred = result["predictions"][0]
-        completion = ChatCompletion(
-            id=f"chatcmpl-{uuid.uuid4().hex[:16]}",
-            object="chat.completion",
-            created=int(time.time()),
-            model=model.name,
-            choices=[
-                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": pred["answer"]}}
-            ],
-        )
-        out = completion.model_dump(exclude_none=True)
-        out["cmva"] = {k: v for k, v in pred.items() if k != "answer"}
-        return JSONResponse(out)
+        return JSONResponse(_completion(model.name, pred, counts))
+
+    add_models_routes(app, model.name)
+
+
+def _completion(name: str, pred: dict, counts: dict | None) -> dict:
+    """The chat.completion of a transformer prediction, its agents' part as the extra field `cmva`."""
+    from openai.types.chat import ChatCompletion
+
+    completion = ChatCompletion(
+        id=completion_id(),
+        object="chat.completion",
+        created=int(time.time()),
+        model=name,
+        choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": pred["answer"]}}],
+        usage=usage_of(counts),
+    )
+    out = completion.model_dump(exclude_none=True)
+    out["cmva"] = {k: v for k, v in pred.items() if k != "answer"}
+    return out
+
+
+def add_models_routes(app, name: str) -> None:
+    """`GET /openai/v1/models` (the list: this one model) and `GET /openai/v1/models/{model}`."""
+    from openai.types import Model
+
+    served = Model(id=name, object="model", created=int(time.time()), owned_by="cmva").model_dump(exclude_none=True)
+
+    @app.get("/openai/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [served]}
+
+    @app.get("/openai/v1/models/{model_id}")
+    async def retrieve_model(model_id: str):
+        if model_id != name:
+            return _error(404, f"model: {model_id!r} is not served here; use {name!r}", "model")
+        return served

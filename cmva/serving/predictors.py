@@ -3,7 +3,8 @@
 Agent request:      {"instances": [{"question": "...", "values": ["care", ...]}], "parameters": {...}}
 Agent response:     {"predictions": [{"answers": {"care": "..."}, "scores": {"care": {"care": 0.9, ...}}}]}
 Aggregator request: {"instances": [{"question": "...", "profile": {...}, "answers": {"care": "..."}}]}
-Aggregator response: {"predictions": [{"answer": "..."}]}
+Aggregator response: {"predictions": [{"answer": "...", "usage": {"prompt_tokens": n, "completion_tokens": m}}]}
+Aggregator stream (`stream`, one instance): the answer's text deltas as generated (cmva.serving.stream_route).
 
 Requests are validated with the transformer's own models (cmva.serving.schemas: 400 naming the field) and
 the work budget (cmva.serving.limits). Weights load in `load()` (KServe's convention: `ready` follows it).
@@ -17,12 +18,17 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import kserve
 
 from cmva.prompts import agent_messages, aggregator_messages
 from cmva.serving.limits import MAX_REQUEST_TOKENS, check_work_budget
-from cmva.serving.schemas import parse_agent_request, parse_aggregator_request
+from cmva.serving.schemas import AggregatorRequest, parse_agent_request, parse_aggregator_request
+
+if TYPE_CHECKING:
+    from cmva.engine import Completion
+    from cmva.serving.streaming import GenerationStream
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +138,34 @@ class AggregatorModel(_BackendModel):
 
     async def predict(self, payload, headers=None, response_headers=None) -> dict:
         req = parse_aggregator_request(payload, self.values)
+        prompts = await self._prompts(req)
+        done = await self.backend.batcher.complete(
+            prompts, ["aggregator"] * len(prompts), req.parameters.max_new_tokens, req.parameters.min_new_tokens
+        )
+        return {"predictions": [{"answer": c.text, "usage": usage(c)} for c in done]}
+
+    async def stream(self, payload) -> GenerationStream:
+        """One instance's answer, streamed as generated; bad input or a full queue raise before any text."""
+        from kserve.errors import InvalidInput
+
+        req = parse_aggregator_request(payload, self.values)
+        if len(req.instances) != 1:
+            raise InvalidInput(f"instances: a stream answers one instance, got {len(req.instances)}")
+        (prompt,) = await self._prompts(req)
+        return self.backend.batcher.stream(
+            prompt, "aggregator", req.parameters.max_new_tokens, req.parameters.min_new_tokens
+        )
+
+    async def _prompts(self, req: AggregatorRequest) -> list[list[dict]]:
+        """The chat prompts of a request within the work budget, the answers in the aggregator's order."""
         check_work_budget(len(req.instances), req.parameters.max_new_tokens, self.max_request_tokens)
         orders = await self.backend.order([i.profile for i in req.instances], [i.answers for i in req.instances])
-        prompts = [
+        return [
             aggregator_messages(inst.question, inst.profile, inst.answers, o)
             for inst, o in zip(req.instances, orders, strict=True)
         ]
-        texts = await self.backend.batcher.generate(
-            prompts, ["aggregator"] * len(prompts), req.parameters.max_new_tokens, req.parameters.min_new_tokens
-        )
-        return {"predictions": [{"answer": t} for t in texts]}
+
+
+def usage(c: Completion) -> dict[str, int]:
+    """The token counts a predictor answers with."""
+    return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens}

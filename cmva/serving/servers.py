@@ -57,6 +57,15 @@ def _add_release_routes(models: list, versions) -> None:
     add_metadata_routes(app, models, versions)
 
 
+def _add_stream_route(model) -> None:
+    """The aggregator's answer streamed as generated (cmva.serving.stream_route)."""
+    from kserve.model_server import app
+
+    from cmva.serving.stream_route import add_stream_route
+
+    add_stream_route(app, model)
+
+
 def main_agent(argv=None) -> None:
     from cmva.serving.predictors import AgentModel, AggregatorModel, SharedBackend
     from cmva.serving.release import backend_versions
@@ -70,6 +79,7 @@ def main_agent(argv=None) -> None:
     models = [AgentModel(name, backend, values, args.max_request_tokens)]
     if args.with_aggregator:
         models.append(AggregatorModel(args.model_name, backend, values, args.max_request_tokens))
+        _add_stream_route(models[-1])
     _add_release_routes(models, backend_versions(backend))
     _load_and_serve(models, args)
 
@@ -82,6 +92,7 @@ def main_aggregator(argv=None) -> None:
     args, _ = p.parse_known_args(argv)
     backend = SharedBackend(args.artifacts, ["aggregator"], args.max_queue)
     models = [AggregatorModel(args.model_name, backend, _values(args.values), args.max_request_tokens)]
+    _add_stream_route(models[0])
     _add_release_routes(models, backend_versions(backend))
     _load_and_serve(models, args)
 

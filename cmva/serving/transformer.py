@@ -4,6 +4,8 @@ preprocess: validate (400 naming the field, 400 over the work budget), call the 
 concurrently (cmva.serving.agent_calls: explicit timeouts, bounded retries), build the aggregator input.
 predict: KServe's own forwarding to `predictor_host`. postprocess: {"answer", "agents": {v: {"answer",
 "scores"}}, "skipped", "degraded", "missing"}.
+The OpenAI route (cmva.serving.openai_route) calls `answer` (one instance, with the aggregator's token counts)
+or `stream` (one instance, the aggregator's answer streamed as generated: cmva.serving.aggregator_stream).
 A lost agent does not fail the request: the answer comes from the others and is marked degraded. With no
 agent left for an instance, or the aggregator down, the answer is 503 (Retry-After); an agent or the
 aggregator refusing what was sent (4xx) is 502 naming it. Readiness follows the predictors
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import kserve
@@ -22,6 +25,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from cmva.serving import metrics
 from cmva.serving.agent_calls import AgentRoute, call_agent
+from cmva.serving.aggregator_stream import aggregator_error, open_stream
 from cmva.serving.errors import BadGateway, ServiceUnavailable
 from cmva.serving.limits import MAX_REQUEST_TOKENS, check_work_budget
 from cmva.serving.readiness import PredictorProbe
@@ -159,13 +163,25 @@ class CMVATransformer(kserve.Model):
             host = self.predictor_config.predictor_host
             raise ServiceUnavailable(f"aggregator predictor {host} unreachable: {e!r}") from None
         except httpx.HTTPStatusError as e:
-            raise _aggregator_error(e) from None
+            raise aggregator_error(e.response.status_code, e.response.text) from None
         return {"predictions": _aggregator_answers(response, len(cmva["meta"])), "cmva": cmva}
 
+    async def answer(self, v1: dict, headers=None) -> tuple[dict, dict | None]:
+        """A V1 request of one instance: its prediction (as `postprocess` gives it) and the aggregator's
+        token counts ({"prompt_tokens", "completion_tokens"}, None from a predictor that sends none)."""
+        result = await self.predict(await self.preprocess(v1, headers), headers)
+        return _predictions(result)[0], result["predictions"][0].get("usage")
+
+    async def stream(self, v1: dict, headers=None) -> tuple[dict, AsyncIterator[dict]]:
+        """A V1 request of one instance: its agents' part of the prediction (agents, skipped, missing,
+        degraded), and the aggregator's answer as it is generated ({"text"} events, then {"usage"})."""
+        payload = await self.preprocess(v1, headers)
+        meta = payload.pop("cmva")["meta"][0]
+        url = f"{self.predictor_config.predictor_base_url}/v1/models/{self.name}:stream"
+        return meta, await open_stream(self.client, url, payload)
+
     async def postprocess(self, result, headers=None, response_headers=None):
-        preds = [
-            {"answer": p["answer"], **m} for p, m in zip(result["predictions"], result["cmva"]["meta"], strict=True)
-        ]
+        preds = _predictions(result)
         if not result["cmva"]["v2"]:
             return {"predictions": preds}
         n = len(preds)
@@ -181,6 +197,11 @@ class CMVATransformer(kserve.Model):
         )
 
 
+def _predictions(result: dict) -> list[dict]:
+    """Each instance's answer with its agents' part (`_meta`)."""
+    return [{"answer": p["answer"], **m} for p, m in zip(result["predictions"], result["cmva"]["meta"], strict=True)]
+
+
 def _meta(values: list[str], needed: list[str], agents: dict) -> dict:
     missing = [v for v in needed if v not in agents]
     skipped = [v for v in values if v not in needed]
@@ -192,13 +213,6 @@ def _refuse_unanswerable(meta: list[dict]) -> None:
     for i, m in enumerate(meta):
         if m["missing"] and not m["agents"]:
             raise ServiceUnavailable(f"instances.{i}: no agent answered (missing: {', '.join(m['missing'])})")
-
-
-def _aggregator_error(e: httpx.HTTPStatusError) -> Exception:
-    status, text = e.response.status_code, e.response.text[:300]
-    if status >= 500:
-        return ServiceUnavailable(f"aggregator predictor failed with {status}: {text}")
-    return BadGateway(f"aggregator predictor refused the request with {status}: {text}")
 
 
 def _aggregator_answers(response, n: int) -> list[dict]:

@@ -4,7 +4,7 @@ engine and reward model are stand-ins with set delays, so timing tests do not de
 python -m tests.serving.fake_predictor --http_port N [--values care,fairness] [--delay_s 1] [--score_s 0]
     [--max_queue 256] [--record FILE] [--host 127.0.0.1]
 
-The engine answers "<adapter>: <question>" after `delay_s` (sleeping in the batcher's worker thread, as a
+The engine (`complete`) answers "<adapter>: <question>" after `delay_s` (sleeping in the batcher's worker thread, as a
 real generate would compute there) and appends "<adapter>\t<question>" to FILE for every job it generated.
 Scoring sleeps `score_s` in the scoring thread.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 
+from cmva.engine import Completion
 from cmva.serving.predictors import AgentModel, SharedBackend
 
 
@@ -21,13 +22,14 @@ class FakeEngine:
     def __init__(self, delay_s: float, record: str | None):
         self.delay_s, self.record = delay_s, record
 
-    def generate(self, prompts, adapters, max_new_tokens, batch_size, min_new_tokens=0):
+    def complete(self, prompts, adapters, max_new_tokens, batch_size, min_new_tokens=0, streamer=None):
         time.sleep(self.delay_s)
         questions = [p[-1]["content"] for p in prompts]
         if self.record:
             with open(self.record, "a") as f:
                 f.writelines(f"{a}\t{q}\n" for a, q in zip(adapters, questions, strict=True))
-        return [f"{a}: {q}" for a, q in zip(adapters, questions, strict=True)]
+        texts = [f"{a}: {q}" for a, q in zip(adapters, questions, strict=True)]
+        return [Completion(t, len(q.split()), len(t.split())) for t, q in zip(texts, questions, strict=True)]
 
     @staticmethod
     def tokenizer(texts, add_special_tokens=False):

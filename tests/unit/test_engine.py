@@ -143,3 +143,14 @@ def test_fused_path_covers_batch_within_rank_cap(tiny_base, tmp_path):
         eng.generate([agent_messages(q)], [n], max_new_tokens=8)[0] for q, n in zip(qs, [merged, "care"], strict=True)
     ]
     assert peft_path == alone
+
+
+def test_complete_counts_prompt_and_generated_tokens(tiny_base):
+    eng = Engine(tiny_base)
+    msgs = [agent_messages(q) for q in ("Short?", "A much longer question about lending money to a brother?")]
+    batched = eng.complete(msgs, max_new_tokens=12, batch_size=2)  # left-padded together
+    assert batched == [eng.complete([m], max_new_tokens=12)[0] for m in msgs]
+    for m, c in zip(msgs, batched, strict=True):
+        assert c.prompt_tokens == len(eng.tokenizer(eng.chat_prompt(m), add_special_tokens=False)["input_ids"])
+        assert 1 <= c.completion_tokens <= 12
+    assert [c.completion_tokens for c in eng.complete(msgs, max_new_tokens=5, min_new_tokens=5)] == [5, 5]

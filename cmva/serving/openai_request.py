@@ -1,0 +1,61 @@
+"""An OpenAI chat-completions body → the transformer's V1 request, or RequestError naming the field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RequestError(Exception):
+    """A request the OpenAI route refuses: `status`, and the message naming the field `param`."""
+
+    def __init__(self, status: int, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.param = status, param
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    v1: dict  # {"instances": [one], "parameters"?}: validated further by the transformer
+    stream: bool
+    include_usage: bool  # stream_options.include_usage: a last chunk with the usage
+
+
+def chat_request(body, model_name: str) -> ChatRequest:
+    """Raises:
+    RequestError: 400 for a malformed body or field, 404 for a model not served here."""
+    if not isinstance(body, dict):
+        raise RequestError(400, "body: expected a JSON object")
+    if body.get("model") not in (None, model_name):
+        raise RequestError(404, f"model: {body.get('model')!r} is not served here; use {model_name!r}", "model")
+    stream, include_usage = _stream(body)
+    v1 = {"instances": [{"question": _question(body.get("messages")), "profile": _profile(body)}]}
+    if body.get("max_tokens") is not None:
+        v1["parameters"] = {"max_new_tokens": body["max_tokens"]}
+    return ChatRequest(v1, stream, include_usage)
+
+
+def _stream(body: dict) -> tuple[bool, bool]:
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise RequestError(400, f"stream: expected true or false, got {stream!r}", "stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise RequestError(400, 'stream_options: expected an object such as {"include_usage": true}', "stream_options")
+    return stream, stream and options.get("include_usage", False)
+
+
+def _question(messages) -> str:
+    if not isinstance(messages, list):
+        raise RequestError(400, "messages: expected a list of chat messages", "messages")
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    if not users or not isinstance(users[-1].get("content"), str):
+        raise RequestError(400, "messages: expected at least one user message with text content", "messages")
+    return users[-1]["content"]
+
+
+def _profile(body: dict):
+    if "profile" not in body:
+        raise RequestError(
+            400, "profile: missing; pass the moral profile as an extra field, e.g. {'care': 1.0}", "profile"
+        )
+    return body["profile"]
