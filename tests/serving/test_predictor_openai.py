@@ -25,18 +25,19 @@ def predictor(packed) -> str:
 
 @pytest.fixture
 def openai_chain(packed, smoke_run, tmp_path):
-    """start(agents, values, wait): a transformer in the OpenAI protocol in front of the packed predictor → URL,
+    """start(agents, values, wait, *args): a transformer in the OpenAI protocol in front of the packed predictor → URL,
     once `/v2/health/<wait>` answers 200 ("ready": its predictors too)."""
     out, _, _ = smoke_run
     procs = []
 
-    def start(agents: str, values: list[str], wait: str = "ready") -> str:
+    def start(agents: str, values: list[str], wait: str = "ready", *args: str) -> str:
         port = free_port()
         log = tmp_path / f"transformer-{port}.log"
         argv = [
             *("--model_name", "cmva", "--values", ",".join(values), "--http_port", str(port), "--host", "127.0.0.1"),
             *("--agents", agents, "--predictor_host", f"127.0.0.1:{packed.ports['packed']}"),
             *("--predictor_api", "openai", "--artifacts", str(out), "--agent_timeout_s", "60"),
+            *args,
         ]
         procs.append(spawn(argv, log, role="transformer"))
         url = f"http://127.0.0.1:{port}"
@@ -102,3 +103,12 @@ def test_chain_in_openai_protocol_degrades_without_an_agent(predictor, openai_ch
     assert r.status_code == 200, r.text
     pred = r.json()["predictions"][0]
     assert pred["degraded"] is True and pred["missing"] == ["fairness"] and set(pred["agents"]) == {"care"}
+
+
+def test_chain_in_openai_protocol_aggregator_refusal_is_502(predictor, openai_chain):
+    """An adapter the aggregator's server does not have (its 404 naming `model`): 502 naming the aggregator."""
+    url = openai_chain(f"packed={predictor}", VALUES, "ready", "--aggregator_adapter", "no-such-adapter")
+    body = {"instances": [{"question": QUESTION, "profile": {"care": 1.0}}], "parameters": {"max_new_tokens": 8}}
+    r = httpx.post(f"{url}/v1/models/cmva:predict", json=body, timeout=300)
+    assert r.status_code == 502, r.text
+    assert "aggregator predictor refused the request with 404" in r.json()["error"] and "model" in r.json()["error"]
