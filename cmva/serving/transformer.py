@@ -4,8 +4,8 @@ preprocess: validate (400 naming the field, 400 over the work budget), call the 
 concurrently (cmva.serving.agent_calls: explicit timeouts, bounded retries), build the aggregator input.
 predict: KServe's own forwarding to `predictor_host`. With `chat` (`--predictor_api openai`), agents and
 aggregator are asked in the OpenAI chat-completions protocol instead, the adapter named by `model`
-(cmva.serving.chat_calls, cmva.serving.chat_aggregator): cmva's predictors or vLLM alike. postprocess: {"answer", "agents": {v: {"answer",
-"scores"}}, "skipped", "degraded", "missing"}.
+(cmva.serving.chat_calls, cmva.serving.chat_aggregator): cmva's predictors or vLLM alike.
+postprocess: {"answer", "agents": {v: {"answer", "scores"}}, "skipped", "degraded", "missing"}.
 The OpenAI route (cmva.serving.openai_route) calls `answer` (one instance, with the aggregator's token counts)
 or `stream` (one instance, the aggregator's answer streamed as generated: cmva.serving.aggregator_stream).
 A lost agent does not fail the request: the answer comes from the others and is marked degraded. With no

@@ -25,7 +25,7 @@ def predictor(packed) -> str:
 
 @pytest.fixture
 def openai_chain(packed, smoke_run, tmp_path):
-    """start(agents, values, wait, *args): a transformer in the OpenAI protocol in front of the packed predictor → URL,
+    """start(agents, values, wait, *args): a transformer in the OpenAI protocol before the packed predictor → URL,
     once `/v2/health/<wait>` answers 200 ("ready": its predictors too)."""
     out, _, _ = smoke_run
     procs = []
