@@ -82,7 +82,11 @@ def test_predictor_chat_bad_input_names_the_field(predictor, change, status, par
     assert r.json()["error"]["param"] == param
 
 
-def test_chain_in_openai_protocol_answers_as_in_v1(packed, predictor, openai_chain):
+def test_chain_in_openai_protocol_answers_as_in_v1(packed, predictor, openai_chain, smoke_run):
+    """The same greedy answers, the aggregator's included: the transformer ranks the answers as the aggregator
+    predictor does in V1 (its ranking.json), which here is not the order by weight."""
+    from cmva.ranking import AnswerRanker
+
     url = openai_chain(f"packed={predictor}", VALUES)
     profile = {"care": 0.25, "fairness": 1.0, "loyalty": 0.5, "authority": 0.75}
     body = {"instances": [{"question": QUESTION, "profile": profile}], "parameters": {"max_new_tokens": 16}}
@@ -93,6 +97,10 @@ def test_chain_in_openai_protocol_answers_as_in_v1(packed, predictor, openai_cha
     assert b["answer"] == a["answer"]
     assert {v: x["answer"] for v, x in b["agents"].items()} == {v: x["answer"] for v, x in a["agents"].items()}
     assert b["skipped"] == ["sanctity"] and b["degraded"] is False
+    out, _, _ = smoke_run
+    full, answers = {v: profile.get(v, 0.0) for v in VALUES}, {v: x["answer"] for v, x in a["agents"].items()}
+    order = AnswerRanker.load(out / "aggregator", out / "rewards").order([full], [answers])[0]
+    assert order != sorted(answers, key=lambda v: -full[v])  # so the equality above needs the ranking applied
 
 
 def test_chain_in_openai_protocol_degrades_without_an_agent(predictor, openai_chain):
