@@ -23,15 +23,32 @@ class ChatRequest:
 def chat_request(body, model_name: str) -> ChatRequest:
     """Raises:
     RequestError: 400 for a malformed body or field, 404 for a model not served here."""
-    if not isinstance(body, dict):
-        raise RequestError(400, "body: expected a JSON object")
-    if body.get("model") not in (None, model_name):
-        raise RequestError(404, f"model: {body.get('model')!r} is not served here; use {model_name!r}", "model")
+    json_object(body)
+    served_model(body, [model_name], default=model_name)
     stream, include_usage = _stream(body)
     v1 = {"instances": [{"question": _question(body.get("messages")), "profile": _profile(body)}]}
     if body.get("max_tokens") is not None:
         v1["parameters"] = {"max_new_tokens": body["max_tokens"]}
     return ChatRequest(v1, stream, include_usage)
+
+
+def json_object(body) -> dict:
+    if not isinstance(body, dict):
+        raise RequestError(400, "body: expected a JSON object")
+    return body
+
+
+def served_model(body: dict, served: list[str], default: str | None = None) -> str:
+    """The body's `model`, one of `served` (`default` when absent and there is one); 404 naming `model`."""
+    model = body.get("model")
+    if model is None:
+        model = default
+    names = " or ".join(map(repr, served))
+    if model is None:
+        raise RequestError(400, f"model: missing; use {names}", "model")
+    if model not in served:
+        raise RequestError(404, f"model: {model!r} is not served here; use {names}", "model")
+    return model
 
 
 def _stream(body: dict) -> tuple[bool, bool]:

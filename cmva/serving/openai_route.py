@@ -21,7 +21,7 @@ from cmva.serving.openai_request import RequestError, chat_request
 from cmva.serving.openai_stream import chat_events, completion_id, usage_of
 
 
-def _error(status: int, message: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:
+def error_response(status: int, message: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:
     kind = "invalid_request_error" if status < 500 else "server_error"
     return JSONResponse(
         status_code=status,
@@ -41,7 +41,7 @@ def add_openai_route(app, model) -> None:
         try:
             body = await request.json()
         except (ValueError, RecursionError):  # RecursionError: nesting deeper than the JSON decoder allows
-            return _error(400, "body: not valid JSON (or nested too deeply)")
+            return error_response(400, "body: not valid JSON (or nested too deeply)")
         try:
             req = chat_request(body, model.name)
             if req.stream:
@@ -49,11 +49,11 @@ def add_openai_route(app, model) -> None:
                 return EventSourceResponse(chat_events(model.name, meta, events, req.include_usage))
             pred, counts = await model.answer(req.v1, dict(request.headers))
         except RequestError as e:
-            return _error(e.status, str(e), e.param)
+            return error_response(e.status, str(e), e.param)
         except InvalidInput as e:
-            return _error(400, str(e), str(e).split(":")[0])
+            return error_response(400, str(e), str(e).split(":")[0])
         except ChainError as e:  # 502 / 503 (Retry-After) in the OpenAI error shape
-            return _error(e.status_code, str(e), headers=e.headers)
+            return error_response(e.status_code, str(e), headers=e.headers)
         return JSONResponse(_completion(model.name, pred, counts))
 
     add_models_routes(app, model.name)
@@ -89,5 +89,5 @@ def add_models_routes(app, name: str) -> None:
     @app.get("/openai/v1/models/{model_id}")
     async def retrieve_model(model_id: str):
         if model_id != name:
-            return _error(404, f"model: {model_id!r} is not served here; use {name!r}", "model")
+            return error_response(404, f"model: {model_id!r} is not served here; use {name!r}", "model")
         return served

@@ -4,6 +4,7 @@ python -m serving.agent --artifacts DIR --values care --http_port 8101          
 python -m serving.agent --artifacts DIR --values care,fairness,... --with_aggregator   # packed
 python -m serving.aggregator --artifacts DIR --http_port 8090
 python -m serving.transformer --predictor_host 127.0.0.1:8090 --agents care=http://127.0.0.1:8101,...
+python -m serving.transformer ... --predictor_api openai --artifacts DIR   # chat completions (cmva or vLLM)
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def _add_stream_route(model) -> None:
     add_stream_route(app, model)
 
 
+def _add_chat_route(backend, args) -> None:
+    """The adapters as OpenAI chat completions, `model` naming one (cmva.serving.chat_route)."""
+    from kserve.model_server import app
+
+    from cmva.serving.chat_route import add_chat_route
+
+    add_chat_route(app, backend, args.max_request_tokens)
+
+
 def main_agent(argv=None) -> None:
     from cmva.serving.predictors import AgentModel, AggregatorModel, SharedBackend
     from cmva.serving.release import backend_versions
@@ -80,6 +90,7 @@ def main_agent(argv=None) -> None:
     if args.with_aggregator:
         models.append(AggregatorModel(args.model_name, backend, values, args.max_request_tokens))
         _add_stream_route(models[-1])
+    _add_chat_route(backend, args)
     _add_release_routes(models, backend_versions(backend))
     _load_and_serve(models, args)
 
@@ -93,8 +104,34 @@ def main_aggregator(argv=None) -> None:
     backend = SharedBackend(args.artifacts, ["aggregator"], args.max_queue)
     models = [AggregatorModel(args.model_name, backend, _values(args.values), args.max_request_tokens)]
     _add_stream_route(models[0])
+    _add_chat_route(backend, args)
     _add_release_routes(models, backend_versions(backend))
     _load_and_serve(models, args)
+
+
+def _add_predictor_api_args(p: argparse.ArgumentParser) -> None:
+    # Not KServe's --predictor_protocol: KServe parses that flag itself on import, and refuses any value but
+    # v1, v2 or grpc-v2.
+    p.add_argument(
+        "--predictor_api",
+        choices=["v1", "openai"],
+        default="v1",
+        help="how to ask agents and aggregator: KServe V1 (cmva's predictors) or OpenAI chat completions, "
+        "the adapter named by `model` (cmva's predictors or vLLM)",
+    )
+    p.add_argument("--artifacts", help="openai: the predictors' artifacts URI, for the aggregator's ranking.json")
+    p.add_argument("--aggregator_adapter", default="aggregator", help="openai: the aggregator's LoRA name")
+
+
+def _chat_aggregator(p: argparse.ArgumentParser, args):
+    """The OpenAI protocol's aggregator side (cmva.serving.chat_aggregator), None in V1 mode."""
+    if args.predictor_api == "v1":
+        return None
+    if not args.artifacts:
+        p.error("--predictor_api openai needs --artifacts (the aggregator's ranking.json)")
+    from cmva.serving.chat_aggregator import ChatAggregator
+
+    return ChatAggregator(args.artifacts, args.aggregator_adapter)
 
 
 def main_transformer(argv=None) -> None:
@@ -108,11 +145,18 @@ def main_transformer(argv=None) -> None:
     p.add_argument("--agents", required=True, help="care=http://host:port,... or packed=http://host:port")
     p.add_argument("--agent_timeout_s", type=float, default=120.0)
     p.add_argument("--agent_retries", type=int, default=1)
+    _add_predictor_api_args(p)
     args, _ = p.parse_known_args(argv)
     values = _values(args.values)
     routes = parse_routes(args.agents, values)
     model = CMVATransformer(
-        args.model_name, values, routes, args.agent_timeout_s, args.agent_retries, args.max_request_tokens
+        args.model_name,
+        values,
+        routes,
+        args.agent_timeout_s,
+        args.agent_retries,
+        args.max_request_tokens,
+        _chat_aggregator(p, args),
     )
     add_openai_route(app, model)
     _add_release_routes([model], chain_versions(model))

@@ -2,8 +2,10 @@
 
 preprocess: validate (400 naming the field, 400 over the work budget), call the agents with c_i > 0
 concurrently (cmva.serving.agent_calls: explicit timeouts, bounded retries), build the aggregator input.
-predict: KServe's own forwarding to `predictor_host`. postprocess: {"answer", "agents": {v: {"answer",
-"scores"}}, "skipped", "degraded", "missing"}.
+predict: KServe's own forwarding to `predictor_host`. With `chat` (`--predictor_api openai`), agents and
+aggregator are asked in the OpenAI chat-completions protocol instead, the adapter named by `model`
+(cmva.serving.chat_calls, cmva.serving.chat_aggregator): cmva's predictors or vLLM alike.
+postprocess: {"answer", "agents": {v: {"answer", "scores"}}, "skipped", "degraded", "missing"}.
 The OpenAI route (cmva.serving.openai_route) calls `answer` (one instance, with the aggregator's token counts)
 or `stream` (one instance, the aggregator's answer streamed as generated: cmva.serving.aggregator_stream).
 A lost agent does not fail the request: the answer comes from the others and is marked degraded. With no
@@ -18,18 +20,22 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import httpx
 import kserve
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from cmva.serving import metrics
+from cmva.serving import chat_calls, metrics
 from cmva.serving.agent_calls import AgentRoute, call_agent
 from cmva.serving.aggregator_stream import aggregator_error, open_stream
 from cmva.serving.errors import BadGateway, ServiceUnavailable
 from cmva.serving.limits import MAX_REQUEST_TOKENS, check_work_budget
 from cmva.serving.readiness import PredictorProbe
 from cmva.serving.schemas import PredictRequest, parse_request
+
+if TYPE_CHECKING:
+    from cmva.serving.chat_aggregator import ChatAggregator
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +90,11 @@ class CMVATransformer(kserve.Model):
         timeout_s: float = 120.0,
         retries: int = 1,
         max_request_tokens: int = MAX_REQUEST_TOKENS,
+        chat: ChatAggregator | None = None,
     ):
+        """`chat`: ask the predictors in the OpenAI protocol, the aggregator's prompt built here (None: V1)."""
         super().__init__(name)
+        self.chat = chat
         self.values, self.routes, self.retries = values, routes, retries
         self.max_request_tokens = max_request_tokens
         self.timeout = httpx.Timeout(timeout_s, connect=5.0)
@@ -93,7 +102,10 @@ class CMVATransformer(kserve.Model):
         self._probe: PredictorProbe | None = None
 
     def load(self) -> bool:
-        """Nothing to load here: ready; whether its predictors are is `predictors_ready`."""
+        """Only the aggregator's ranking in the OpenAI protocol; whether its predictors are ready is
+        `predictors_ready`."""
+        if self.chat is not None:
+            self.chat.load()
         self.ready = True
         return self.ready
 
@@ -106,8 +118,11 @@ class CMVATransformer(kserve.Model):
     async def predictors_ready(self) -> bool:
         """Asked by the readiness routes (cmva.serving.readiness.ChainDataPlane)."""
         if self._probe is None:
-            aggregator = f"{self.predictor_config.predictor_base_url}/v1/models/{self.name}"
-            self._probe = PredictorProbe(aggregator, [r.ready_url for r in self.routes])
+            base = self.predictor_config.predictor_base_url
+            if self.chat is None:
+                self._probe = PredictorProbe(f"{base}/v1/models/{self.name}", [r.ready_url for r in self.routes])
+            else:  # the servers' readiness: vLLM's KServe model is not named after this chain
+                self._probe = PredictorProbe(f"{base}/v2/health/ready", [r.server_ready_url for r in self.routes])
         return await self._probe.ready()
 
     async def preprocess(self, payload, headers=None):
@@ -132,6 +147,8 @@ class CMVATransformer(kserve.Model):
 
     async def _ask_agents(self, req: PredictRequest, needed: list[list[str]]) -> list[dict]:
         """Per instance {value: {"answer", "scores"}} from the agents that answered."""
+        if self.chat is not None:
+            return await chat_calls.ask_agents(self.client, self.routes, req, needed, self.retries)
         calls = []
         for route in self.routes:
             idx = [i for i, vs in enumerate(needed) if set(vs) & set(route.values)]
@@ -157,6 +174,10 @@ class CMVATransformer(kserve.Model):
 
     async def predict(self, payload, headers=None, response_headers=None):
         cmva = payload.pop("cmva")
+        if self.chat is not None:
+            url = f"{self.predictor_config.predictor_base_url}/openai/v1/chat/completions"
+            preds = await self.chat.answers(self.client, url, payload["instances"], payload["parameters"])
+            return {"predictions": preds, "cmva": cmva}
         try:
             response = await super().predict(payload, headers, response_headers)  # → aggregator predictor
         except httpx.TransportError as e:
@@ -175,6 +196,9 @@ class CMVATransformer(kserve.Model):
     async def stream(self, v1: dict, headers=None) -> tuple[dict, AsyncIterator[dict]]:
         """A V1 request of one instance: its agents' part of the prediction (agents, skipped, missing,
         degraded), and the aggregator's answer as it is generated ({"text"} events, then {"usage"})."""
+        if self.chat is not None:  # not streamed from the predictor: the whole answer as one event
+            pred, counts = await self.answer(v1, headers)
+            return {k: v for k, v in pred.items() if k != "answer"}, _one_event(pred["answer"], counts)
         payload = await self.preprocess(v1, headers)
         meta = payload.pop("cmva")["meta"][0]
         url = f"{self.predictor_config.predictor_base_url}/v1/models/{self.name}:stream"
@@ -195,6 +219,11 @@ class CMVATransformer(kserve.Model):
                 ),
             ],
         )
+
+
+async def _one_event(text: str, counts: dict | None) -> AsyncIterator[dict]:
+    yield {"text": text}
+    yield {"usage": counts}
 
 
 def _predictions(result: dict) -> list[dict]:

@@ -126,6 +126,7 @@ def test_serve_image_tags_are_documented_and_used():
     }
     cpu, cuda = f"ghcr.io/cmva/cmva-serve:{version}-cpu", f"ghcr.io/cmva/cmva-serve:{version}-cuda"
     assert images["packed"] == images["separate"] == {cpu} and images["gpu"] == {cuda}
+    assert images["gpu-vllm"] == {cpu}  # the transformer; its predictors run KServe's Hugging Face runtime image
 
 
 def test_build_context_leaves_out_local_state():

@@ -4,6 +4,12 @@ KServe (and any other custom) kinds validate against the CRD schemas in ../share
 why, on a fresh clone with nothing beside it); built-in kinds validate with kubernetes-validate. Then: restricted
 Pod Security, NetworkPolicies (evaluated connection by connection), credentials, probes and scaling, the serving
 channel, namespace portability, the MinIO users Job's script (run under /bin/sh against a stand-in `mc`).
+
+gpu-vllm runs its predictors on KServe's Hugging Face runtime (vLLM), and three rules cannot hold there as written,
+each relaxed for that overlay only, where it is asserted: the channel reaches them as `storageUri` (KServe's storage
+initializer, an init container KServe injects at admission, not in these manifests and not hardened by us), its S3
+keys attached to their ServiceAccount; their image is the runtime's; the transformer reads the channel too (the
+aggregator's ranking), with the read-only serving keys and a NetworkPolicy to MinIO.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 # CRD JSON schemas (KServe, Kubeflow Trainer): CMVA_CRD_SCHEMAS, else the CI layout beside the checkout
 SCHEMAS = Path(os.environ.get("CMVA_CRD_SCHEMAS", ROOT.parent / "shared" / "schemas"))
-OVERLAYS = ["separate", "packed", "gpu"]
+OVERLAYS = ["separate", "packed", "gpu", "gpu-vllm"]
+VLLM = "gpu-vllm"  # its predictors run KServe's Hugging Face runtime (vLLM): what differs is asserted where it does
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 KUBECTL = shutil.which("kubectl")
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]  # the oldest cluster supported, the newest known
@@ -74,6 +81,16 @@ def pods(docs: list[dict]) -> list[tuple[str, dict, dict]]:
     return out
 
 
+def containers(pod: dict) -> list[dict]:
+    """A pod's containers; a predictor on a KServe runtime (`model`: gpu-vllm's vLLM) has its one container there."""
+    return pod.get("containers", []) + ([pod["model"]] if "model" in pod else [])
+
+
+def on_runtime(pod: dict) -> bool:
+    """A predictor served by a KServe ServingRuntime (gpu-vllm: the Hugging Face runtime), not a cmva image."""
+    return "model" in pod
+
+
 def servers(docs: list[dict]) -> list[tuple[str, dict, dict]]:
     """The long-running pods (not the Job)."""
     return [p for p in pods(docs) if "restartPolicy" not in p[2]]
@@ -85,7 +102,7 @@ def role(labels: dict) -> str:
 
 def secret_refs(pod: dict) -> set[str]:
     refs = set()
-    for c in pod["containers"] + pod.get("initContainers", []):
+    for c in containers(pod) + pod.get("initContainers", []):
         for e in c.get("env", []):
             if ref := e.get("valueFrom", {}).get("secretKeyRef"):
                 refs.add(ref["name"])
@@ -205,14 +222,14 @@ def test_restricted_pod_security_everywhere(rendered):
         for v in pod.get("volumes", []):
             assert set(v) - {"name"} <= RESTRICTED_VOLUMES, (name, v)
         empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
-        for c in pod["containers"] + pod.get("initContainers", []):
+        for c in containers(pod) + pod.get("initContainers", []):
             csc = c["securityContext"]
             assert csc["allowPrivilegeEscalation"] is False and csc["capabilities"] == {"drop": ["ALL"]}, name
             assert csc["readOnlyRootFilesystem"] is True and not csc.get("privileged"), name
             assert csc.get("runAsNonRoot", True) is True and csc.get("runAsUser", 1) != 0, name
             mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
             assert mounts.get("/tmp") in empty_dirs, f"{name}: /tmp must be a writable emptyDir"
-            if c["image"].startswith("ghcr.io/cmva/cmva-serve"):  # HOME=/home/cmva: HF, torch, cmva caches
+            if c.get("image", "").startswith("ghcr.io/cmva/cmva-serve"):  # HOME=/home/cmva: HF, torch, cmva caches
                 assert mounts.get("/home/cmva/.cache") in empty_dirs, f"{name}: caches must go to an emptyDir"
 
 
@@ -222,7 +239,7 @@ def test_restricted_pod_security_everywhere(rendered):
 def test_probes_replicas_autoscaling_and_scraping(rendered):
     overlay, docs = rendered
     for name, _, pod in servers(docs):
-        for c in pod["containers"]:
+        for c in containers(pod):
             ports = {p["containerPort"] for p in c["ports"]}
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 assert c[probe]["httpGet"]["port"] in ports, (name, probe)
@@ -235,7 +252,7 @@ def test_probes_replicas_autoscaling_and_scraping(rendered):
         for comp in ("predictor", "transformer"):
             if comp in d["spec"]:
                 spec = d["spec"][comp]
-                c = spec["containers"][0]
+                c = containers(spec)[0]
                 assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
                 assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
                 assert spec["annotations"] == {
@@ -267,6 +284,9 @@ def test_images_are_the_tagged_serve_variants(rendered):
     for d in (d for d in docs if d["kind"] == "InferenceService"):
         for comp in ("predictor", "transformer"):
             if comp in d["spec"]:
+                if on_runtime(d["spec"][comp]):  # gpu-vllm: the image is the runtime's (test_gpu_vllm_overlay)
+                    assert "image" not in d["spec"][comp]["model"]
+                    continue
                 image = d["spec"][comp]["containers"][0]["image"]
                 assert re.fullmatch(rf"ghcr\.io/cmva/cmva-serve:{re.escape(version)}-(cpu|cuda)", image), image
                 args = d["spec"][comp]["containers"][0]["args"]
@@ -297,18 +317,69 @@ def test_topologies():
     assert len(packed) == 1 and "--with_aggregator" in packed[0]["spec"]["predictor"]["containers"][0]["args"]
 
 
+def _recipe_lora_ranks(part: str) -> list[int]:
+    return [
+        yaml.safe_load(f.read_text())[part]["lora"]["r"] for f in sorted((ROOT / "cmva" / "recipes").glob("*.yaml"))
+    ]
+
+
+def _flag(args: list[str], name: str) -> str:
+    return next(a.split("=", 1)[1] for a in args if a.startswith(f"{name}="))
+
+
+@needs_kubectl
+def test_gpu_vllm_overlay(crd_validators):
+    """gpu-vllm: the agents and the aggregator on KServe's Hugging Face runtime with vLLM and LoRA, one GPU each, the
+    adapters named as the transformer asks for them (`model`), cmva's transformer in the OpenAI protocol."""
+    isvcs = {
+        d["metadata"]["name"]: d for d in kustomize(MANIFESTS / "overlays" / VLLM) if d["kind"] == "InferenceService"
+    }
+    assert set(isvcs) == {"cmva-agents", "cmva"}
+    runtime = yaml.safe_load((SCHEMAS / "kserve" / "example-kserve-huggingfaceserver-runtime.yaml").read_text())
+    formats = {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    served = {}
+    for name, part in (("cmva-agents", "agent"), ("cmva", "aggregator")):
+        pred = isvcs[name]["spec"]["predictor"]
+        m = pred["model"]
+        assert m["modelFormat"]["name"] in formats and m["runtime"] == runtime["metadata"]["name"]
+        assert m["resources"]["limits"]["nvidia.com/gpu"] == m["resources"]["requests"]["nvidia.com/gpu"] == "1"
+        assert pred["nodeSelector"] == {"cmva.io/pool": "gpu"} and pred["tolerations"][0]["key"] == "nvidia.com/gpu"
+        args = m["args"]
+        assert {"--enable-lora", "--backend=vllm", "--model_dir=/mnt/models/base"} <= set(args)
+        assert int(_flag(args, "--max-lora-rank")) == max(_recipe_lora_ranks(part))  # every recipe's adapters load
+        modules = dict(a.split("=", 1) for a in args[args.index("--lora-modules") + 1 :])
+        assert int(_flag(args, "--max-loras")) == len(modules)  # all of them in one batch
+        served[name] = modules
+    assert served["cmva-agents"] == {v: f"/mnt/models/agents/{v}" for v in VALUES}
+    assert served["cmva"] == {"aggregator": "/mnt/models/aggregator"}
+    t = isvcs["cmva"]["spec"]["transformer"]["containers"][0]["args"]
+    assert t[t.index("--predictor_api") + 1] == "openai" and t[t.index("--aggregator_adapter") + 1] == "aggregator"
+    assert t[t.index("--agents") + 1] == "packed=http://cmva-agents-predictor"
+    assert t[t.index("--predictor_host") + 1] == "cmva-predictor"
+
+
 def _channel() -> str:
     cm = yaml.safe_load((MANIFESTS / "components" / "serving-channel" / "channel.yaml").read_text())
     return cm["data"]["ARTIFACTS_URI"]
 
 
 def _predictor_artifacts(docs: list[dict]) -> list[str]:
+    """The artifacts every predictor serves (and gpu-vllm's transformer reads: the aggregator's ranking)."""
     out = []
     for d in (d for d in docs if d["kind"] == "InferenceService"):
-        c = d["spec"]["predictor"]["containers"][0]
-        assert c["args"][c["args"].index("--artifacts") + 1] == "$(CMVA_ARTIFACTS)"  # expanded by the kubelet
-        out.append(next(e["value"] for e in c["env"] if e["name"] == "CMVA_ARTIFACTS"))
+        pred = d["spec"]["predictor"]
+        if on_runtime(pred):  # gpu-vllm: fetched to /mnt/models by KServe's storage initializer
+            out.append(pred["model"]["storageUri"])
+        else:
+            out.append(_artifacts_arg(pred["containers"][0]))
+        if "transformer" in d["spec"] and "--artifacts" in d["spec"]["transformer"]["containers"][0]["args"]:
+            out.append(_artifacts_arg(d["spec"]["transformer"]["containers"][0]))
     return out
+
+
+def _artifacts_arg(c: dict) -> str:
+    assert c["args"][c["args"].index("--artifacts") + 1] == "$(CMVA_ARTIFACTS)"  # expanded by the kubelet
+    return next(e["value"] for e in c["env"] if e["name"] == "CMVA_ARTIFACTS")
 
 
 def test_serving_channel_is_set_in_one_place(rendered, tmp_path):
@@ -318,6 +389,8 @@ def test_serving_channel_is_set_in_one_place(rendered, tmp_path):
     assert set(_predictor_artifacts(docs)) == {_channel()}
     assert "cmva-serving-channel" not in {d["metadata"]["name"] for d in docs}  # local to kustomize
     for _, _, pod in pods(docs):  # no KServe storage initializer (an injected, unhardened init container)
+        if on_runtime(pod):  # gpu-vllm: the runtime gets the channel from KServe's storage initializer (the exception)
+            continue
         for c in pod["containers"]:
             assert "STORAGE_URI" not in {e["name"] for e in c.get("env", [])}
         assert "storageUri" not in json.dumps(pod) and "storageUris" not in pod
@@ -332,27 +405,32 @@ def test_serving_channel_is_set_in_one_place(rendered, tmp_path):
 
 
 def test_credentials_least_privilege_and_nothing_applied_twice(rendered):
-    _, docs = rendered
+    overlay, docs = rendered
     kinds = {d["kind"] for d in docs}
     # The Secrets are the operator's, created once: `kubectl apply -k` has nothing of theirs to overwrite.
     assert "Secret" not in kinds
     assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}  # nothing calls the API
+    sas = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
     refs = {}
-    for _, labels, pod in pods(docs):
-        refs.setdefault(role(labels), set()).update(secret_refs(pod))
+    for _, labels, pod in pods(docs):  # by the pod, or (KServe's storage initializer) by its ServiceAccount
+        attached = {s["name"] for s in sas.get(pod.get("serviceAccountName"), {}).get("secrets", [])}
+        refs.setdefault(role(labels), set()).update(secret_refs(pod) | attached)
     assert refs.pop("minio") == {"minio-root"}
     assert refs.pop("minio-setup") == SECRETS  # the only other user of the root credentials
-    assert refs.pop("transformer") == set()
+    # gpu-vllm's transformer reads the aggregator's ranking from the channel: the read-only serving user
+    assert refs.pop("transformer") == ({"cmva-s3-serving"} if overlay == VLLM else set())
     for r, used in refs.items():  # the predictors: read-only serving user only
         assert r in ("agent", "aggregator") and used == {"cmva-s3-serving"}, r
     for _, _, pod in pods(docs):  # credentials only by reference, never a literal
-        for c in pod["containers"]:
+        for c in containers(pod):
             for e in c.get("env", []):
                 if re.search(r"KEY|PASSWORD|USER|TOKEN", e["name"]):
                     assert "valueFrom" in e and "value" not in e, e["name"]
-    sas = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
     used = {p.get("serviceAccountName") for _, _, p in pods(docs)} - {None}
-    assert set(sas) == used == {"cmva-serving"}  # no unused ServiceAccount
+    assert set(sas) == used == ({"cmva-serving", "cmva-vllm"} if overlay == VLLM else {"cmva-serving"})  # none unused
+    if overlay == VLLM:  # the storage initializer's S3 keys: the read-only serving user, and no API token
+        assert sas["cmva-vllm"]["secrets"] == [{"name": "cmva-s3-serving"}]
+        assert sas["cmva-vllm"]["automountServiceAccountToken"] is False
     assert sas["cmva-serving"]["automountServiceAccountToken"] is False and "secrets" not in sas["cmva-serving"]
     text = json.dumps(docs).lower()
     assert "minioadmin" not in text
@@ -511,7 +589,7 @@ def _endpoints(docs) -> list[tuple[Endpoint, set[int]]]:
     ns = next(d for d in docs if d["kind"] == "Namespace")["metadata"]
     return [
         (Endpoint(ns["name"], ns.get("labels", {}), labels, role(labels)),
-         {p["containerPort"] for c in pod["containers"] for p in c.get("ports", [])})
+         {p["containerPort"] for c in containers(pod) for p in c.get("ports", [])})
         for _, labels, pod in pods(docs)
     ]  # fmt: skip
 
@@ -520,7 +598,7 @@ EXPECTED = {("transformer", "agent", 8080), ("transformer", "aggregator", 8080),
             ("aggregator", "minio", 9000), ("minio-setup", "minio", 9000)}  # fmt: skip
 
 
-def _assert_isolation(docs):
+def _assert_isolation(docs, expected: set = EXPECTED):
     from cmva.config import PlatformCfg
 
     eps = _endpoints(docs)
@@ -532,14 +610,14 @@ def _assert_isolation(docs):
         if src is not dst and connects(docs, src, dst, port)
     }
     roles = {e.name for e, _ in eps}
-    assert allowed == {c for c in EXPECTED if {c[0], c[1]} <= roles}
+    assert allowed == {c for c in expected if {c[0], c[1]} <= roles}
     ns = eps[0][0].ns
     by_role = {e.name: e for e, _ in eps}
     stranger = Endpoint(ns, {}, {"app": "debug"}, "debug")  # any other pod of the namespace: denied both ways
     for dst, ports in eps:  # each side on its own too: ingress does not lean on the peers' egress rules
         admitted = {src.name for src, _ in eps + [(stranger, set())] if src is not dst
                     and any(_allows(docs, "Ingress", dst, src, p, "TCP") for p in ports)}  # fmt: skip
-        want = {c[0] for c in EXPECTED if c[1] == dst.name} & roles
+        want = {c[0] for c in expected if c[1] == dst.name} & roles
         if dst.name == "transformer":  # the public endpoint
             want = (roles | {"debug"}) - {dst.name}
         assert admitted == want, dst.name
@@ -577,14 +655,15 @@ def _assert_isolation(docs):
 
 
 def test_network_policies_default_deny_and_isolate(rendered):
-    _, docs = rendered
+    overlay, docs = rendered
     pols = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
     assert pols["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "minio")
     assert [p["port"] for p in svc["spec"]["ports"]] == [9000]  # the console is not exposed
     minio = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "minio")
     assert {"name": "MINIO_BROWSER", "value": "off"} in minio["spec"]["template"]["spec"]["containers"][0]["env"]
-    _assert_isolation(docs)
+    # gpu-vllm's transformer reads the aggregator's ranking from MinIO (overlays/gpu-vllm/networkpolicy.yaml)
+    _assert_isolation(docs, EXPECTED | {("transformer", "minio", 9000)} if overlay == VLLM else EXPECTED)
 
 
 # --- namespace portability --------------------------------------------------------------------------------------
@@ -593,7 +672,7 @@ def test_network_policies_default_deny_and_isolate(rendered):
 def _urls(docs) -> list[str]:
     out = []
     for _, _, pod in pods(docs):
-        for c in pod["containers"]:
+        for c in containers(pod):
             words = c.get("args", []) + [e["value"] for e in c.get("env", []) if "value" in e]
             out += [u for w in words for u in re.findall(r"https?://[^,\s]+", w)]
     return out
