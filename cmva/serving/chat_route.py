@@ -16,7 +16,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from cmva.serving.chat_request import chat_job
-from cmva.serving.openai_request import RequestError
+from cmva.serving.openai_request import RequestError, read_body
 from cmva.serving.openai_route import error_response
 from cmva.serving.openai_stream import completion_id, usage_of
 
@@ -31,10 +31,7 @@ def add_chat_route(app, backend, max_request_tokens: int) -> None:
     @app.post("/openai/v1/chat/completions")
     async def chat_completions(request: Request):
         try:
-            body = await request.json()
-        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the JSON decoder allows
-            return error_response(400, "body: not valid JSON (or nested too deeply)")
-        try:
+            body = await read_body(request)
             job = chat_job(body, backend.adapters)
             check_work_budget(1, job.max_tokens, max_request_tokens)
             if backend.batcher is None:

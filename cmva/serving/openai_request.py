@@ -32,6 +32,18 @@ def chat_request(body, model_name: str) -> ChatRequest:
     return ChatRequest(v1, stream, include_usage)
 
 
+async def read_body(request) -> object:
+    """The request's JSON body.
+
+    Raises:
+        RequestError: 400 when it is not JSON, or nested deeper than the JSON decoder allows (RecursionError).
+    """
+    try:
+        return await request.json()
+    except (ValueError, RecursionError):
+        raise RequestError(400, "body: not valid JSON (or nested too deeply)") from None
+
+
 def json_object(body) -> dict:
     if not isinstance(body, dict):
         raise RequestError(400, "body: expected a JSON object")

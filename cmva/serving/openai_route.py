@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse
 
-from cmva.serving.openai_request import RequestError, chat_request
+from cmva.serving.openai_request import RequestError, chat_request, read_body
 from cmva.serving.openai_stream import chat_events, completion_id, usage_of
 
 
@@ -39,10 +39,7 @@ def add_openai_route(app, model) -> None:
     @app.post("/openai/v1/chat/completions")
     async def chat_completions(request: Request):
         try:
-            body = await request.json()
-        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the JSON decoder allows
-            return error_response(400, "body: not valid JSON (or nested too deeply)")
-        try:
+            body = await read_body(request)
             req = chat_request(body, model.name)
             if req.stream:
                 meta, events = await model.stream(req.v1, dict(request.headers))
