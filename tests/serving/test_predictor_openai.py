@@ -120,3 +120,10 @@ def test_chain_in_openai_protocol_aggregator_refusal_is_502(predictor, openai_ch
     r = httpx.post(f"{url}/v1/models/cmva:predict", json=body, timeout=300)
     assert r.status_code == 502, r.text
     assert "aggregator predictor refused the request with 404" in r.json()["error"] and "model" in r.json()["error"]
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[" * 100_000 + b"]" * 100_000])
+def test_both_chat_routes_refuse_a_body_that_is_not_json(packed, predictor, body):
+    for url in (packed.url, predictor):  # the transformer's client route, the predictor's
+        r = httpx.post(f"{url}/openai/v1/chat/completions", content=body, timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["message"].startswith("body: not valid JSON"), r.text
