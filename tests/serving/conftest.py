@@ -53,6 +53,13 @@ def start_transformer(tmp_path, agents: dict[str, str], aggregator: str, *args: 
     return url, proc
 
 
+def start_stub_transformer(stub_servers: dict, tmp_path, *args: str):
+    """A transformer in front of the stand-in predictors (care, fairness, aggregator), 5 s agent timeout: (URL, process)."""
+    s = stub_servers
+    agents = {"care": s["care"].url, "fairness": s["fairness"].url}
+    return start_transformer(tmp_path, agents, s["aggregator"].url, "--agent_timeout_s", "5", *args)
+
+
 @pytest.fixture(scope="module")
 def stub_servers():
     """Stand-in predictors on loopback for a module: care, fairness, aggregator."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.serving.conftest import start_transformer
+from tests.serving.conftest import start_stub_transformer
 from tests.serving.stubs import metric, stop
 
 BOTH = {"care": 1.0, "fairness": 0.5}
@@ -15,16 +15,7 @@ BOTH = {"care": 1.0, "fairness": 0.5}
 
 @pytest.fixture(scope="module")
 def transformer(stub_servers, tmp_path_factory):
-    s = stub_servers
-    url, proc = start_transformer(
-        tmp_path_factory.mktemp("transformer"),
-        {"care": s["care"].url, "fairness": s["fairness"].url},
-        s["aggregator"].url,
-        "--agent_timeout_s",
-        "5",
-        "--agent_retries",
-        "1",
-    )
+    url, proc = start_stub_transformer(stub_servers, tmp_path_factory.mktemp("transformer"), "--agent_retries", "1")
     yield url
     stop(proc)
 

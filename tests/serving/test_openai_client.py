@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.serving.conftest import start_transformer
+from tests.serving.conftest import start_stub_transformer
 from tests.serving.stubs import metric, stop
 
 QUESTION = [{"role": "user", "content": "My neighbour's dog barks all night. What should I do?"}]
@@ -123,14 +123,7 @@ def test_bad_streaming_request_gets_400_naming_the_field(client, kwargs, field):
 @pytest.fixture(scope="module")
 def stub_chain(stub_servers, tmp_path_factory):
     """A transformer in front of stand-in predictors (care, fairness, aggregator)."""
-    s = stub_servers
-    url, proc = start_transformer(
-        tmp_path_factory.mktemp("transformer"),
-        {"care": s["care"].url, "fairness": s["fairness"].url},
-        s["aggregator"].url,
-        "--agent_timeout_s",
-        "5",
-    )
+    url, proc = start_stub_transformer(stub_servers, tmp_path_factory.mktemp("transformer"))
     yield openai.OpenAI(base_url=f"{url}/openai/v1", api_key="unused", max_retries=0)
     stop(proc)
 
