@@ -166,8 +166,9 @@ def build_aggregator_data(
     records = []
     for qi, (r, a) in enumerate(zip(rows, answers, strict=True)):
         zq = {v: z[v][qi * k : (qi + 1) * k] for v in values}
-        for p in row_profiles(profile_dict(values, r["profile"]), values, cfg, rng):
-            records.append(_record(r, p, a, zq, values, cfg, rng, ranker))
+        for j, p in enumerate(row_profiles(profile_dict(values, r["profile"]), values, cfg, rng)):
+            with_mic = cfg.mic_candidate == "all" or j == 0  # row_profiles lists MIC's own profile first
+            records.append(_record(r, p, a, zq, values, cfg, rng, ranker, with_mic))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ranker.save(out, rewards_name)
@@ -179,16 +180,17 @@ def build_aggregator_data(
     return out / DATA_FILE
 
 
-def _record(row, profile, answers, zq, values, cfg, rng, ranker) -> dict:
+def _record(row, profile, answers, zq, values, cfg, rng, ranker, with_mic: bool = True) -> dict:
     shown = shown_values(profile, cfg, rng)
-    labels = [*(v for v in shown if answers[v].strip()), MIC]  # an empty answer is shown, never a target
-    idx = [values.index(v) for v in labels[:-1]] + [len(values)]
+    agents = [v for v in shown if answers[v].strip()]  # an empty answer is shown, never a target
+    labels = [*agents, MIC] if with_mic or not agents else agents
+    idx = [values.index(v) if v != MIC else len(values) for v in labels]
     zc = {v: [zq[v][i] for i in idx] for v in values}
     target_k = choose_target(profile, zc, labels, cfg.mic_tie_margin, cfg.goodness_weight)
     source = labels[target_k]
     target = row["target"] if source == MIC else answers[source]
     shown_answers = {v: answers[v] for v in shown}
-    order = ranker.order_z(profile, {v: zc[v][:-1] for v in values}, labels[:-1])
+    order = ranker.order_z(profile, {v: zc[v][: len(agents)] for v in values}, agents)
     order += [v for v in shown if v not in order]  # empty answers last
     return {
         "id": row["id"],

@@ -140,6 +140,9 @@ class AggregatorCfg(_Stage):
     graded_profiles: int = 3  # per question: all weights positive, so every agent's answer is shown
     drop_rate: float = 0.1  # share of rows missing one more answer at random, independently of c
     mic_tie_margin: float = 0.1  # MIC's answer is the target when its normalised c·r(y) is this close to the best
+    # rows whose candidates include MIC's answer: "all", or "own" (only the rows under MIC's own profile; the other
+    # profiles' targets are always an agent's answer, the one the aggregator reads first)
+    mic_candidate: Literal["all", "own"] = "all"
     goodness_weight: float = 1.0  # weight of mean z (general goodness) in the target score; 1 = (c / Σc)·z
     num_train_epochs: float = 2.0
     max_steps: int = -1

@@ -77,6 +77,31 @@ def test_agent_targets_are_listed_first_and_the_saved_ranker_orders_alike(tmp_pa
         )
 
 
+class MicWinsRewards(KeywordRewards):
+    """MIC's answers score 0.95 on every value: the best candidate under any profile."""
+
+    def score(self, texts):
+        return {
+            v: [0.95 if t.startswith("MIC") else s for t, s in zip(texts, x, strict=True)]
+            for v, x in super().score(texts).items()
+        }
+
+
+@pytest.mark.parametrize("mic_candidate", ["all", "own"])
+def test_mic_candidate_own_keeps_mics_answer_to_the_rows_under_mics_own_profile(tmp_path, mic_candidate):
+    cfg = AggregatorCfg(graded_profiles=2, onehot_profiles=2, drop_rate=0.0, mic_candidate=mic_candidate)
+    path = build_aggregator_data(EchoEngine(), MicWinsRewards(), mic_rows(4), VALUES, tmp_path, cfg, seed=0)
+    rows = [json.loads(line) for line in open(path)]
+    own = rows[:: 1 + 2 + 2]  # each question's first row is asked under MIC's own profile
+    assert all(r["target_source"] == MIC for r in own)
+    others = [r for k, r in enumerate(rows) if k % 5]
+    if mic_candidate == "all":
+        assert all(r["target_source"] == MIC for r in others)
+    else:  # the best shown agent answer, the one listed first
+        assert all(r["target_source"] == r["order"][0] != MIC for r in others)
+        assert all(r["completion"][0]["content"].startswith(r["target_source"]) for r in others)
+
+
 def test_target_weights_values_by_normalised_profile_and_mic_takes_near_ties():
     z = {"care": [1.0, 0.0, 0.5], "loyalty": [0.0, 1.0, 0.5]}
     labels = ["care", "loyalty", MIC]
