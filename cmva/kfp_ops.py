@@ -43,6 +43,12 @@ def _values(profile):
     return resolve_values(profile.values)
 
 
+def _finite(metrics: dict) -> dict[str, float]:
+    """The metrics KFP can hold, as floats: KFP metrics cannot hold NaN (e.g. a Spearman undefined on every
+    answer), so such a metric is left out, and its `_n` companion (0) says why; the stage's own files keep it."""
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+
+
 def run_stage(
     name: str,
     out: str,
@@ -68,10 +74,7 @@ def run_stage(
     data = {d: _data(data_uris.get(f"{d}_uri", ""), d) for d in st.data}
     dirs = {k: agents_by_value([d]) if k == "agents" else Path(d) for k, d in inputs.items()}
     st.run(Path(out), StageCall(p, _values(p), data, dirs, value, nproc))
-    # KFP metrics cannot hold NaN (e.g. a Spearman undefined on every answer): such a metric is left out, and its
-    # `_n` companion (0) says why; the stage's own files keep every value.
-    metrics = st.summary(Path(out)) if st.summary else {}
-    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+    return _finite(st.summary(Path(out)) if st.summary else {})
 
 
 def _stage_params(st, args: dict) -> dict:
@@ -118,7 +121,7 @@ def run_trainjob_component(name: str, args: dict) -> None:
     with atomic_dir(args[st.output].path) as out:
         launch_stage(name, _stage_params(st, args), inputs, args["launch"], args["run_id"], out)
         metrics = st.summary(Path(out)) if st.summary else {}
-    _finish(st, args, {k: float(v) for k, v in metrics.items() if math.isfinite(v)})
+    _finish(st, args, _finite(metrics))
 
 
 def agents_by_value(agent_dirs: Sequence[str]) -> dict[str, Path]:

@@ -73,13 +73,12 @@ class Run:
 
         inputs: dict = {}
         for name, artifact in input_artifacts(st.name, [v.name for v in self.values]).items():
-            wanted = artifact if isinstance(artifact, dict) else {None: artifact}
-            for a in wanted.values():
+            many = isinstance(artifact, dict)  # "agents": {value: artifact}
+            for a in artifact.values() if many else [artifact]:
                 if not self.store.exists(a):
                     maker = BY_OUTPUT["agent" if name == "agents" else name].name
                     raise ValueError(f"{st.name} needs {a!r}, not in {self.root}: run `cmva {maker}` first")
-            got = {k: self.store.get(a) for k, a in wanted.items()}
-            inputs[name] = got if isinstance(artifact, dict) else got[None]
+            inputs[name] = {k: self.store.get(a) for k, a in artifact.items()} if many else self.store.get(artifact)
         data = {"mic": self.mic, "socialchem": self.socialchem, "eval": eval_data}
         return StageCall(self.profile, self.values, {d: data[d] for d in st.data}, inputs, value, nproc)
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,31 +131,38 @@ def _evaluate(out: Path, c: StageCall) -> None:
     from cmva.evaluate import evaluate
 
     agg, i = c.profile.aggregator, c.inputs
-    report = evaluate(
-        run_view(i["base"], i["rewards"], i["agents"], i["aggregator"]),
-        out,
-        c.values,
-        c.data["mic"],
-        c.data.get("eval"),
-        c.profile.evaluate,
-        agg.skip_zero_weight,
-        agg.goodness_weight,
-        c.profile.base.dtype,
-    )
+    with run_view(i["base"], i["rewards"], i["agents"], i["aggregator"]) as artifacts:
+        report = evaluate(
+            artifacts,
+            out,
+            c.values,
+            c.data["mic"],
+            c.data.get("eval"),
+            c.profile.evaluate,
+            agg.skip_zero_weight,
+            agg.goodness_weight,
+            c.profile.base.dtype,
+        )
     log.info("ROUGE-L: %s", json.dumps({s: round(r["rougeL"], 4) for s, r in report["rouge"].items()}))
 
 
-def run_view(base: Path, rewards: Path, agents: dict[str, Path], aggregator: Path) -> Path:
-    """A run-directory layout (base/, rewards/, agents/<v>/, aggregator/) of symlinks to these artifacts."""
+@contextmanager
+def run_view(base: Path, rewards: Path, agents: dict[str, Path], aggregator: Path) -> Iterator[Path]:
+    """A run-directory layout (base/, rewards/, agents/<v>/, aggregator/) of these artifacts: the run directory
+    they already sit in (an in-process run), else a temporary directory of symlinks to them (KFP artifact
+    directories), removed on exit."""
     import tempfile
 
-    root = Path(tempfile.mkdtemp(prefix="cmva-artifacts-"))
-    (root / "agents").mkdir()
-    for name, d in (("base", base), ("rewards", rewards), ("aggregator", aggregator)):
-        (root / name).symlink_to(Path(d).resolve())
-    for v, d in agents.items():
-        (root / "agents" / v).symlink_to(Path(d).resolve())
-    return root
+    dirs = {"base": base, "rewards": rewards, "aggregator": aggregator, **{f"agents/{v}": d for v, d in agents.items()}}
+    root = Path(base).parent
+    if all(Path(d) == root / rel for rel, d in dirs.items()):
+        yield root
+        return
+    with tempfile.TemporaryDirectory(prefix="cmva-artifacts-") as tmp:
+        (Path(tmp) / "agents").mkdir()
+        for rel, d in dirs.items():
+            (Path(tmp) / rel).symlink_to(Path(d).resolve())
+        yield Path(tmp)
 
 
 # ---- what a finished output reports (KFP metrics and metadata) -------------------------------------------------

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cmva import kfp_components
 from cmva.cli import app
-from cmva.stages import BY_OUTPUT, DISTRIBUTED, STAGES
+from cmva.stages import BY_OUTPUT, DISTRIBUTED, STAGES, run_view
 
 ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
 
@@ -49,3 +49,18 @@ def test_a_stage_without_its_inputs_names_the_command_that_makes_them(tmp_path):
     res = CliRunner().invoke(app, ["evaluate", "--artifacts", str(tmp_path), "--data", "x.csv"], env=ENV)
     assert res.exit_code == 2 and "--out" in res.output
     assert BY_OUTPUT["data"].name == "build-aggregator-data"
+
+
+def test_run_view_is_the_run_directory_or_a_symlink_view_removed_afterwards(tmp_path):
+    run = tmp_path / "run"
+    dirs = {n: run / n for n in ("base", "rewards", "aggregator", "agents/care")}
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    with run_view(dirs["base"], dirs["rewards"], {"care": dirs["agents/care"]}, dirs["aggregator"]) as view:
+        assert view == run  # in-process: already laid out, no view built
+    kfp = {n: tmp_path / "kfp" / n.replace("/", "-") for n in dirs}  # separate KFP artifact directories
+    for d in kfp.values():
+        d.mkdir(parents=True)
+    with run_view(kfp["base"], kfp["rewards"], {"care": kfp["agents/care"]}, kfp["aggregator"]) as view:
+        assert {n: (view / n).resolve() for n in dirs} == {n: d.resolve() for n, d in kfp.items()}
+    assert not view.exists() and all(d.is_dir() for d in kfp.values())  # the view went, the artifacts stay
