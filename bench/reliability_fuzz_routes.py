@@ -1,0 +1,177 @@
+"""Schema fuzzing of the predictors' newer routes (bench/reliability, part a, beside
+bench.reliability_fuzz_predictors):
+
+- the aggregator's stream, `POST /v1/models/<name>:stream` (cmva.serving.stream_route): the aggregator's V1
+  cases, where a request of several instances must be refused naming `instances` (a stream answers one);
+  a 200 is NDJSON whose last line must be the usage, never an error line;
+- the OpenAI chat completions of every predictor, `POST /openai/v1/chat/completions` (cmva.serving.chat_route):
+  one mutation of a valid body whose `model` is an adapter the server serves.
+
+Labelled `<topology>/aggregator.stream`, `<topology>/agent.chat` and `<topology>/aggregator.chat`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import replace
+
+from hypothesis import strategies as st
+
+from bench.reliability_fuzz import DELETE, VALUES, Case, _body_level, _draw, _enc, _set, bad_tokens, key, question
+from bench.reliability_fuzz_predictors import (
+    DEEP,
+    DEEP_PATHS,
+    _not,
+    aggregator_case,
+    finite_wrong_type,
+    predictor_targets,
+)
+from cmva.serving.chat_request import MAX_MESSAGES_CHARS
+
+CHAT_ROUTE = "/openai/v1/chat/completions"
+CHAT_FIELDS = {"model", "messages", "max_tokens", "min_tokens", "temperature", "stream"}
+message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant"]), "content": st.text(max_size=60)}
+)
+
+
+def as_stream(case: Case) -> Case:
+    """An aggregator V1 case sent to the stream route: a body of several instances that the V1 route accepts
+    (or may accept) is refused here, naming `instances`."""
+    try:
+        body = json.loads(case.body)
+        several = isinstance(body, dict) and isinstance(body.get("instances"), list) and len(body["instances"]) > 1
+    except (ValueError, RecursionError):
+        several = False
+    if several and case.expect != "error":
+        case = replace(case, expect="error", paths=case.paths + (("instances",),))
+    return replace(case, endpoint="aggregator.stream")
+
+
+def stream_error(raw: str) -> str | None:
+    """What is wrong with a 200 from the stream route (NDJSON ending with its usage line), or None.
+
+    >>> stream_error('{"text": "Hi"}\\n{"usage": {"prompt_tokens": 3, "completion_tokens": 1}}\\n') is None
+    True
+    >>> stream_error('{"text": "Hi"}\\n{"error": "aggregator generation failed: boom"}\\n')
+    'error line: aggregator generation failed: boom'
+    """
+    lines = [line for line in raw.splitlines() if line.strip()]
+    try:
+        last = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return f"malformed last line: {lines[-1][:200]}"
+    if isinstance(last, dict) and "error" in last:
+        return f"error line: {last['error']}"
+    if not (isinstance(last, dict) and "usage" in last):
+        return f"ended without its usage line: {raw[-200:]!r}"
+    return None
+
+
+@st.composite
+def chat_case(draw, served: tuple[str, ...]) -> Case:
+    """A chat-completions body for a predictor serving the adapters `served`."""
+    adapter = draw(st.sampled_from(served))
+    target = "aggregator" if adapter == "aggregator" else "agent"
+    if (c := _body_level(draw, f"{target}.chat")) is not None:
+        return c
+    msgs = draw(st.lists(message, max_size=3)) + [{"role": "user", "content": draw(question)}]
+    body = {"model": adapter, "messages": msgs, "max_tokens": 4}
+    if draw(st.booleans()):
+        body["temperature"] = 0
+    kind = draw(st.sampled_from(CHAT_KINDS))
+    expect, paths = "error", None
+    if kind == "valid":
+        expect, paths = "ok", ()
+    elif kind == "extra":  # fields an OpenAI client may send: ignored or refused by name
+        k = draw(st.sampled_from(["top_p", "n", "user", "seed", "stop", "logprobs", "tools"]) | key)
+        k = k if k not in CHAT_FIELDS else "user"
+        body[k] = draw(finite_wrong_type | st.floats(0, 2))
+        expect, paths = "either", ((k,),)
+    elif kind == "model.other":  # an adapter served elsewhere, or none at all
+        others = [a for a in (*VALUES, "aggregator") if a not in served]
+        other = st.sampled_from(others or ["greed"]) | st.text(max_size=10) | _not(type(None))
+        body["model"] = draw(other.filter(lambda m: m not in served))
+        paths = (("model",),)
+    elif kind == "min_tokens":
+        body["min_tokens"] = draw(st.integers(5, 600) | bad_tokens.filter(lambda x: x not in (0, None)))
+        paths = (("min_tokens",), ("min_new_tokens",))
+    else:
+        path, value, paths = {
+            "model.missing": (("model",), st.just(DELETE), None),
+            "stream": (("stream",), st.sampled_from([True, 1, "yes", "false", [1], {"a": 1}]), None),
+            "temperature": (("temperature",), _not(type(None)).filter(_not_greedy) | st.floats(0.01, 2), None),
+            "max_tokens": (("max_tokens",), bad_tokens.filter(lambda x: x is not None), None),
+            "messages.missing": (("messages",), st.just(DELETE), None),
+            "messages.type": (("messages",), _not(list), None),
+            "messages.empty": (("messages",), st.just([]), None),
+            "messages.role": (("messages", 0, "role"), st.sampled_from(["tool", "developer", "", 3, None]), None),
+            "messages.item_type": (("messages", 0), _not(dict), None),
+            "content.type": (("messages", 0, "content"), _not(str), None),
+            "content.too_long": (("messages", 0, "content"), st.just("x" * (MAX_MESSAGES_CHARS + 1)), None),
+        }[kind]  # fmt: skip
+        _set(body, path, draw(value))
+        paths = paths or ((path[0],),)
+    return Case(f"{target}.chat", kind, _enc(body), paths, expect)
+
+
+def _not_greedy(t) -> bool:
+    return isinstance(t, bool) or t != 0
+
+
+CHAT_KINDS = [
+    *["valid"] * 3,
+    "extra", "model.other", "model.missing", "stream", "temperature", "max_tokens", "min_tokens", "messages.missing",
+    "messages.type", "messages.empty", "messages.role", "messages.item_type", "content.type", "content.too_long",
+]  # fmt: skip
+
+
+def route_cases(n: int, topology: str, values: list[str], model: str = "cmva") -> list[Case]:
+    """About `n` cases for one chain: a third to the aggregator's stream route, two thirds to the chat route
+    of its predictors (spread over them), plus a body nested DEEP levels for each route; interleaved."""
+    server, name = predictor_targets(topology, values, model)["aggregator"][0]
+    stream = f"/v1/models/{name}:stream"
+    streams = [
+        [
+            replace(as_stream(c), endpoint=f"{topology}/aggregator.stream", server=server, route=stream)
+            for c in _draw(aggregator_case(), n // 3)
+        ]
+    ]
+    if topology == "packed":
+        servers = {"packed": (*values, "aggregator")}
+    else:
+        servers = {v: (v,) for v in values} | {server: ("aggregator",)}
+    n_chat = n - n // 3
+    for k, (srv, served) in enumerate(servers.items()):
+        count = n_chat // len(servers) + (k < n_chat % len(servers))
+        streams.append(
+            [replace(c, endpoint=f"{topology}/{c.endpoint}", server=srv, route=CHAT_ROUTE)
+             for c in _draw(chat_case(served), count)]
+        )  # fmt: skip
+    nest = "[" * DEEP + "]" * DEEP
+    deep_stream = {"instances": [{"question": "Fair?", "profile": {"care": 1.0}, "answers": "@"}]}
+    first, served = next(iter(servers.items()))
+    deep_chat = {"model": served[0], "messages": "@"}
+    deep = [
+        Case(f"{topology}/aggregator.stream", "deep", json.dumps(deep_stream).replace('"@"', nest).encode(),
+             DEEP_PATHS, server=server, route=stream),
+        Case(f"{topology}/agent.chat", "deep", json.dumps(deep_chat).replace('"@"', nest).encode(), DEEP_PATHS,
+             server=first, route=CHAT_ROUTE),
+    ]  # fmt: skip
+    return [c for group in itertools.zip_longest(*streams) for c in group if c is not None] + deep
+
+
+def stream_errors(cases: list[Case], results: list[dict]) -> dict:
+    """The stream route's 200s whose NDJSON did not end with the usage line (a failure after the status)."""
+    out = {"streams": 0, "failed": 0, "examples": []}
+    for case, res in zip(cases, results, strict=True):
+        if not case.endpoint.endswith("aggregator.stream") or res["status"] != 200:
+            continue
+        out["streams"] += 1
+        if problem := stream_error(res.get("tail", "")):
+            out["failed"] += 1
+            if len(out["examples"]) < 5:
+                body = case.body[:300].decode(errors="replace")
+                out["examples"].append({"endpoint": case.endpoint, "kind": case.kind, "body": body, "error": problem})
+    return out
