@@ -18,12 +18,25 @@ from dataclasses import replace
 
 from hypothesis import strategies as st
 
-from bench.reliability_fuzz import DELETE, VALUES, Case, _body_level, _draw, _enc, _set, bad_tokens, key, question
+from bench.reliability_fuzz import (
+    DELETE,
+    VALUES,
+    Case,
+    _body_level,
+    _draw,
+    _enc,
+    _set,
+    bad_tokens,
+    key,
+    profile,
+    question,
+)
 from bench.reliability_fuzz_predictors import (
     DEEP,
     DEEP_PATHS,
     _not,
     aggregator_case,
+    answer_text,
     finite_wrong_type,
     predictor_targets,
 )
@@ -37,16 +50,31 @@ message = st.fixed_dictionaries(
 
 
 def as_stream(case: Case) -> Case:
-    """An aggregator V1 case sent to the stream route: a body of several instances that the V1 route accepts
-    (or may accept) is refused here, naming `instances`."""
+    """An aggregator V1 case sent to the stream route, which answers one instance: a body the V1 route accepts
+    (or may accept) keeps its first instance when it has two, and is refused naming `instances` with three."""
     try:
         body = json.loads(case.body)
-        several = isinstance(body, dict) and isinstance(body.get("instances"), list) and len(body["instances"]) > 1
+        n = len(body["instances"]) if isinstance(body, dict) and isinstance(body.get("instances"), list) else 0
     except (ValueError, RecursionError):
-        several = False
-    if several and case.expect != "error":
+        n = 0
+    if n == 2 and case.expect != "error":  # the mutated instance may go: a valid body, which "either" allows
+        body["instances"] = body["instances"][:1]
+        case = replace(case, body=_enc(body), expect="either" if case.expect == "either" else "ok")
+    elif n > 2 and case.expect != "error":
         case = replace(case, expect="error", paths=case.paths + (("instances",),))
     return replace(case, endpoint="aggregator.stream")
+
+
+@st.composite
+def one_answer_case(draw) -> Case:
+    """A valid stream request: one instance (derandomized aggregator cases are mostly malformed)."""
+    prof = draw(profile)
+    answered = draw(st.lists(st.sampled_from(sorted(prof)), unique=True))
+    inst = {"question": draw(question), "profile": prof, "answers": {v: draw(answer_text) for v in answered}}
+    tokens = draw(st.integers(1, 8))
+    return Case(
+        "aggregator.stream", "valid", _enc({"instances": [inst], "parameters": {"max_new_tokens": tokens}}), (), "ok"
+    )
 
 
 def stream_error(raw: str) -> str | None:
@@ -128,15 +156,20 @@ CHAT_KINDS = [
 
 
 def route_cases(n: int, topology: str, values: list[str], model: str = "cmva") -> list[Case]:
-    """About `n` cases for one chain: a third to the aggregator's stream route, two thirds to the chat route
-    of its predictors (spread over them), plus a body nested DEEP levels for each route; interleaved."""
+    """About `n` cases for one chain: a third to the aggregator's stream route (of which a third valid, one
+    instance), two thirds to the chat route of its predictors (spread over them), plus a body nested DEEP levels
+    for each route; interleaved."""
     server, name = predictor_targets(topology, values, model)["aggregator"][0]
     stream = f"/v1/models/{name}:stream"
     streams = [
         [
             replace(as_stream(c), endpoint=f"{topology}/aggregator.stream", server=server, route=stream)
-            for c in _draw(aggregator_case(), n // 3)
-        ]
+            for c in _some(aggregator_case(), n // 3 - n // 9)
+        ],
+        [
+            replace(c, endpoint=f"{topology}/aggregator.stream", server=server, route=stream)
+            for c in _some(one_answer_case(), n // 9)
+        ],  # fmt: skip
     ]
     if topology == "packed":
         servers = {"packed": (*values, "aggregator")}
@@ -147,7 +180,7 @@ def route_cases(n: int, topology: str, values: list[str], model: str = "cmva") -
         count = n_chat // len(servers) + (k < n_chat % len(servers))
         streams.append(
             [replace(c, endpoint=f"{topology}/{c.endpoint}", server=srv, route=CHAT_ROUTE)
-             for c in _draw(chat_case(served), count)]
+             for c in _some(chat_case(served), count)]
         )  # fmt: skip
     nest = "[" * DEEP + "]" * DEEP
     deep_stream = {"instances": [{"question": "Fair?", "profile": {"care": 1.0}, "answers": "@"}]}
@@ -160,6 +193,10 @@ def route_cases(n: int, topology: str, values: list[str], model: str = "cmva") -
              server=first, route=CHAT_ROUTE),
     ]  # fmt: skip
     return [c for group in itertools.zip_longest(*streams) for c in group if c is not None] + deep
+
+
+def _some(strategy, k: int) -> list[Case]:
+    return _draw(strategy, k) if k > 0 else []
 
 
 def stream_errors(cases: list[Case], results: list[dict]) -> dict:
