@@ -12,6 +12,7 @@ Labelled `<topology>/aggregator.stream`, `<topology>/agent.chat` and `<topology>
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 from dataclasses import replace
@@ -98,9 +99,10 @@ def stream_error(raw: str) -> str | None:
 
 
 @st.composite
-def chat_case(draw, served: tuple[str, ...]) -> Case:
-    """A chat-completions body for a predictor serving the adapters `served`."""
-    adapter = draw(st.sampled_from(served))
+def chat_case(draw, served: tuple[str, ...], kinds: tuple[str, ...], asked: tuple[str, ...] = ()) -> Case:
+    """A chat-completions body for a predictor serving the adapters `served`, asking one of `asked` (default:
+    `served`), with one of `kinds` of mutation."""
+    adapter = draw(st.sampled_from(asked or served))
     target = "aggregator" if adapter == "aggregator" else "agent"
     if (c := _body_level(draw, f"{target}.chat")) is not None:
         return c
@@ -108,7 +110,7 @@ def chat_case(draw, served: tuple[str, ...]) -> Case:
     body = {"model": adapter, "messages": msgs, "max_tokens": 4}
     if draw(st.booleans()):
         body["temperature"] = 0
-    kind = draw(st.sampled_from(CHAT_KINDS))
+    kind = draw(st.sampled_from(kinds))
     expect, paths = "error", None
     if kind == "valid":
         expect, paths = "ok", ()
@@ -171,21 +173,26 @@ def route_cases(n: int, topology: str, values: list[str], model: str = "cmva") -
             for c in _some(one_answer_case(), n // 9)
         ],  # fmt: skip
     ]
-    if topology == "packed":
-        servers = {"packed": (*values, "aggregator")}
+    if topology == "packed":  # (server, adapters served, adapters asked): the agents' and the aggregator's
+        served = (*values, "aggregator")
+        servers = [("packed", served, tuple(values)), ("packed", served, ("aggregator",))]
     else:
-        servers = {v: (v,) for v in values} | {server: ("aggregator",)}
-    n_chat = n - n // 3
-    for k, (srv, served) in enumerate(servers.items()):
-        count = n_chat // len(servers) + (k < n_chat % len(servers))
+        servers = [(v, (v,), (v,)) for v in values] + [(server, ("aggregator",), ("aggregator",))]
+    # Kinds dealt round-robin over the servers: every kind is sent (hypothesis' first draws of a sampled kind
+    # repeat a few), and with several servers each gets its share of them.
+    plan = collections.Counter()
+    for i, kind in zip(range(n - n // 3), itertools.cycle(CHAT_KINDS), strict=False):
+        plan[i % len(servers), kind] += 1
+    for (k, kind), count in plan.items():
+        srv, served, asked = servers[k]
         streams.append(
             [replace(c, endpoint=f"{topology}/{c.endpoint}", server=srv, route=CHAT_ROUTE)
-             for c in _some(chat_case(served), count)]
+             for c in _some(chat_case(served, (kind,), asked), count)]
         )  # fmt: skip
     nest = "[" * DEEP + "]" * DEEP
     deep_stream = {"instances": [{"question": "Fair?", "profile": {"care": 1.0}, "answers": "@"}]}
-    first, served = next(iter(servers.items()))
-    deep_chat = {"model": served[0], "messages": "@"}
+    first, _, asked = servers[0]
+    deep_chat = {"model": asked[0], "messages": "@"}
     deep = [
         Case(f"{topology}/aggregator.stream", "deep", json.dumps(deep_stream).replace('"@"', nest).encode(),
              DEEP_PATHS, server=server, route=stream),
