@@ -101,6 +101,7 @@ class Fuzzing:
 
     def summary(self) -> dict:
         from bench.reliability_fuzz import summarize
+        from bench.reliability_fuzz_routes import stream_errors
 
         res = summarize(self.cases, self.results)
         res["by_topology"] = {}
@@ -110,6 +111,7 @@ class Fuzzing:
             keys = ("total", "5xx", "4xx", "4xx_unnamed", "transport_errors", "valid_rejected", "malformed_accepted")
             res["by_topology"][t] = {k: s[k] for k in keys}
         res |= {"send_s": round(self.send_s, 1), "generate_s": round(self.generate_s, 1)}
+        res["stream_errors"] = stream_errors(self.cases, self.results)  # 200s whose stream then failed
         if self.tracebacks:
             res["server_tracebacks"] = self.tracebacks[:5]
         return stamp(res)

@@ -387,7 +387,7 @@ def send(client: httpx.Client, url: str | dict[str, str], case: Case) -> dict:
     except httpx.HTTPError as e:
         return {"status": None, "text": f"{type(e).__name__}: {e}", "transport_error": True}
     text = error_text(r.content) if r.status_code >= 400 else ""
-    return {"status": r.status_code, "text": text, "transport_error": False, "raw": r.text[:400]}
+    return {"status": r.status_code, "text": text, "transport_error": False, "raw": r.text[:400], "tail": r.text[-300:]}
 
 
 def send_all(

@@ -233,7 +233,8 @@ def _as_predictor_v2(case: Case) -> Case:
 
 def topology_cases(n: int, topology: str, values: list[str], model: str = "cmva") -> list[Case]:
     """About `n` cases for one chain: half to the transformer (V1, V2, OpenAI), half to its predictors
-    (40 % agent V1, 40 % aggregator V1, 20 % V2), plus the `deep` cases; interleaved."""
+    (40 % agent V1, 40 % aggregator V1, 20 % V2), plus the `deep` cases, plus n/10 to the predictors' stream
+    and chat routes (bench.reliability_fuzz_routes); interleaved."""
     targets = predictor_targets(topology, values, model)
     transformer = [
         replace(c, endpoint=f"{topology}/{c.endpoint}", route=PATHS[c.endpoint]) for c in generate_cases(n // 2)
@@ -261,5 +262,7 @@ def topology_cases(n: int, topology: str, values: list[str], model: str = "cmva"
             deep.append(_route(c, topology, target, server, name))
         else:
             deep.append(replace(c, endpoint=f"{topology}/{c.endpoint}", route=PATHS[c.endpoint]))
-    streams = [transformer, agents_v1, aggregator_v1, v2, deep]
+    from bench.reliability_fuzz_routes import route_cases  # the stream and chat routes (it imports this module)
+
+    streams = [transformer, agents_v1, aggregator_v1, v2, deep, route_cases(n // 10, topology, values, model)]
     return [c for group in itertools.zip_longest(*streams) for c in group if c is not None]

@@ -52,7 +52,8 @@ def _fuzz(f: dict) -> list[tuple[str, str, str]]:
         ("(a) fuzzing: 4xx not naming the problem", f"{f['4xx_unnamed']} of {f['4xx']} 4xx", _zero(f["4xx_unnamed"])),
         ("(a) fuzzing: transport errors / timeouts", str(f["transport_errors"]), _zero(f["transport_errors"])),
         ("(a) fuzzing: valid requests rejected", str(f["valid_rejected"]), _zero(f["valid_rejected"])),
-    ]  # fmt: skip
+    ] + ([("(a) fuzzing: streams failing after their 200", f"{se['failed']} of {se['streams']}", _zero(se["failed"]))]
+         if (se := f.get("stream_errors")) else [])  # fmt: skip
 
 
 def _agent_fault(k: dict, letter: str, how: str) -> list[tuple[str, str, str]]:
@@ -191,6 +192,8 @@ def _fuzz_notes(f: dict) -> list[str]:
     for t, s in f.get("by_topology", {}).items():
         notes.append(f"Fuzzing, {t}: {json.dumps(s)}.")
     notes += [f"server error behind a 5xx: `{_code(e)}`" for e in f.get("server_tracebacks", [])]
+    for ex in f.get("stream_errors", {}).get("examples", [])[:3]:
+        notes.append(f"stream error after a 200: `{ex['endpoint']}:{ex['kind']}`: {ex['error'][:200]!r}")
     for what in ("5xx", "4xx_unnamed", "transport_errors", "valid_rejected"):
         for ex in f["examples"][what][:3]:
             notes.append(

@@ -89,7 +89,8 @@ def test_predictor_cases_expect_what_the_schemas_answer(topology):
         "v1",
         "v2",
         "openai",
-        *(f"{t}.{p}" for t in ("agent", "aggregator") for p in ("v1", "v2")),
+        *(f"{t}.{p}" for t in ("agent", "aggregator") for p in ("v1", "v2", "chat")),
+        "aggregator.stream",
     }
     checked = 0
     for c in cases:
