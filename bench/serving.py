@@ -89,8 +89,8 @@ def chain_request(client: httpx.Client, url: str, q: str, tokens: int) -> dict:
 
 
 def first_token_s(client: httpx.Client, url: str, q: str, tokens: int) -> float | None:
-    """Seconds to the first chunk of the aggregator's text of one streamed chain request (None: it had none).
-    `min_tokens` as vLLM's extra field: the transformer's OpenAI route does not pass it on (yet)."""
+    """Seconds to the first chunk of the aggregator's text of one streamed chain request (None: it had none);
+    `min_tokens` (vLLM's extra field, the transformer's too) = max, so it does the work of (a)'s requests."""
     body = {"messages": [{"role": "user", "content": q}], "profile": PROFILE, "max_tokens": tokens}
     s, meta = time_to_first_token(client, url, body | {"min_tokens": tokens})
     if meta.get("degraded"):

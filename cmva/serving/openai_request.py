@@ -27,8 +27,10 @@ def chat_request(body, model_name: str) -> ChatRequest:
     served_model(body, [model_name], default=model_name)
     stream, include_usage = _stream(body)
     v1 = {"instances": [{"question": _question(body.get("messages")), "profile": _profile(body)}]}
-    if body.get("max_tokens") is not None:
-        v1["parameters"] = {"max_new_tokens": body["max_tokens"]}
+    fields = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}  # min_tokens: vLLM's extra, cmva's too
+    parameters = {v1_name: body[name] for name, v1_name in fields.items() if body.get(name) is not None}
+    if parameters:
+        v1["parameters"] = parameters  # validated (type, limits) by the transformer, naming the V1 field
     return ChatRequest(v1, stream, include_usage)
 
 

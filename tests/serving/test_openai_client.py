@@ -110,6 +110,7 @@ def test_models_list_and_retrieve(client):
         ({"extra_body": {"profile": {"greed": 1.0}}}, "profile"),
         ({"extra_body": {}}, "profile"),
         ({"extra_body": PROFILE, "max_tokens": 0}, "max_new_tokens"),
+        ({"extra_body": {**PROFILE, "min_tokens": 9}, "max_tokens": 8}, "min_new_tokens"),  # passed on, checked
         ({"extra_body": PROFILE, "stream_options": {"include_usage": "yes"}}, "stream_options"),
         ({"extra_body": {**PROFILE, "stream": "yes"}}, "stream"),
     ],
