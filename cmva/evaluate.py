@@ -22,7 +22,7 @@ import numpy as np
 from cmva.aggregator_data import graded_profiles, onehot
 from cmva.config import EvalCfg
 from cmva.plots import plot_conformity, plot_profile_following, plot_rouge, plot_specialisation
-from cmva.profile_metrics import bootstrap_ci, paired_win_rate, sensitivity
+from cmva.profile_metrics import bootstrap_ci, paired_win_rate, same_opening, sensitivity
 from cmva.reward_diagnostics import conformity, length_correlation, reward_correlation, specialisation
 from cmva.values import MoralValue
 
@@ -137,6 +137,7 @@ def evaluate(
         "load": report_load.summary(),
         **score(gens, rows, rewards, names),
         **_second_judge(gens, second),
+        **_selector_agreement(gens),
         "merges": {"profiles_with_2plus_agents": gens.merged_multi},
         "engine_batches": dict(engine.path_counts),  # which generation paths ran (fused mixed, peft mixed, …)
         "wall_s": round(time.time() - t0, 1),
@@ -253,6 +254,14 @@ def _add_selector(gens: Generations, ranker, skip_zero_weight: bool) -> None:
     paired = [(i, onehot(list(gens.agents[i]), v)) for i, v in gens.paired]
     gens.probe_preds[SELECTOR] = select_answers(gens.agents, gens.probes, ranker, skip_zero_weight)
     gens.paired_preds[SELECTOR] = select_answers(gens.agents, paired, ranker, skip_zero_weight)
+
+
+def _selector_agreement(gens: Generations) -> dict:
+    """How often CMVA-GS answers with the answer its ranking lists first (the selector's): same first 12 words."""
+    if SELECTOR not in gens.paired_preds:
+        return {}
+    both = {"paired": (gens.paired_preds, len(gens.paired)), "graded": (gens.probe_preds, len(gens.probes))}
+    return {"selector_agreement": {k: same_opening(p[CMVA][:n], p[SELECTOR][:n]) for k, (p, n) in both.items()}}
 
 
 def _second_judge(gens: Generations, second) -> dict:
@@ -436,6 +445,13 @@ def render_markdown(report: dict) -> str:
             f"| {s} | {d['mean_spearman']:.4f} | {d.get('shuffled', float('nan')):.4f} | "
             f"{d.get('answers', d['n'])} ({d['n']}) |"
         )
+    agree = report.get("selector_agreement")
+    if agree:
+        lines += [
+            "",
+            f"CMVA-GS answers with the answer its ranking lists first (the selector's; same first 12 words) in "
+            f"{agree['paired']:.0%} of the paired probes and {agree['graded']:.0%} of the graded ones.",
+        ]
     return "\n".join(lines + _second_judge_markdown(report)) + "\n"
 
 

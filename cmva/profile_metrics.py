@@ -149,3 +149,19 @@ def paired_win_rate(
         "comparisons": len(all_wins),
         "by_value": by_value,
     }
+
+
+def same_opening(answers: Sequence[str], references: Sequence[str], words: int = 12) -> float:
+    """Share of answers whose first `words` words are those of their reference (e.g. CMVA-GS vs the answer its
+    ranking lists first: how often the aggregator answers with it).
+
+    Example:
+        >>> same_opening(["a b c", "a b x"], ["a b c d", "a b c"], words=3)
+        0.0
+        >>> same_opening(["a b c", "x"], ["a b c", "y"], words=3)
+        0.5
+    """
+    if not answers:
+        return float("nan")
+    same = [a.split()[:words] == r.split()[:words] for a, r in zip(answers, references, strict=True)]
+    return float(np.mean(same))

@@ -110,6 +110,14 @@ def test_smoke_evaluation_takes_the_cpu_profiles_paths(smoke_run):
     assert all(d["comparisons"] == 2 * 5 * 4 for d in report["paired"].values())
     paired = [g for g in gens if g.get("probe") == "paired"]
     assert len(paired) == 4 * 2 * 5 and all(sorted(g["profile"].values()) == [0, 0, 0, 0, 1] for g in paired)
+    same = [  # CMVA-GS answers that open like the selector's, recounted from the generations
+        a["text"].split()[:12] == b["text"].split()[:12]
+        for a, b in zip(
+            [g for g in paired if g["system"] == "cmva-gs"], [g for g in paired if g["system"] == selector], strict=True
+        )
+    ]
+    assert report["selector_agreement"]["paired"] == pytest.approx(sum(same) / len(same))
+    assert 0 <= report["selector_agreement"]["graded"] <= 1
     for png in ("profile_following.png", "specialisation.png"):
         assert (out / "eval" / png).stat().st_size > 1000
     assert set(report["specialisation"]["matrix"]) == set(VALUES)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cmva.aggregator_data import graded_profiles
-from cmva.profile_metrics import bootstrap_ci, centred_by_question, paired_win_rate, sensitivity
+from cmva.profile_metrics import bootstrap_ci, centred_by_question, paired_win_rate, same_opening, sensitivity
 
 
 def test_centring_removes_each_values_base_rate_per_question():
@@ -77,3 +77,10 @@ def test_probe_profiles_are_graded_and_all_positive():
     assert all(min(p.values()) > 0 and len(set(p.values())) >= 2 for p in profiles)
     assert all(set(p.values()) <= {0.25, 0.5, 0.75, 1.0} for p in profiles)
     assert len({tuple(p.values()) for p in profiles}) > 100  # drawn, not a fixed handful
+
+
+def test_same_opening_compares_the_first_words_only():
+    refs = ["Yes, tell them the truth because honesty matters here", "No.", "Be kind."]
+    assert same_opening(["Yes, tell them the truth and more", "No.", "Be fair."], refs, words=5) == pytest.approx(2 / 3)
+    assert same_opening(["Yes, tell", "No.", "Be kind."], refs, words=5) == pytest.approx(2 / 3)  # a prefix is not it
+    assert np.isnan(same_opening([], []))
