@@ -57,6 +57,7 @@ def time_v(log_text: str) -> dict:
 def collect(root: Path, log: Path | None) -> dict:
     run = _latest(root / "outputs", "cmva-gs-*/evaluate/report/report.json").parents[2]
     report = json.loads((run / "evaluate" / "report" / "report.json").read_text())
+    report.setdefault("selector_agreement", _agreement_from(run / "evaluate" / "report" / "generations.jsonl"))
     rewards = json.loads((run / "train-rewards" / "rewards" / "metrics.json").read_text())
     data_stats = run / "build-aggregator-data" / "data" / "stats.json"
     agents = {}
@@ -136,6 +137,23 @@ def render(d: dict) -> str:
     lines += _following_rows(r["paired"], r["sensitivity"], counts=True)
     lines += _agreement(r.get("selector_agreement"))
     return "\n".join(lines + _second_judge(r) + _data_lines(d.get("aggregator_data", {}))) + "\n"
+
+
+def _agreement_from(generations: Path) -> dict | None:
+    """`selector_agreement` for a report from before it was reported, recounted from its generations."""
+    from cmva.evaluate import CMVA, SELECTOR
+    from cmva.profile_metrics import same_opening
+
+    if not generations.is_file():
+        return None
+    rows = [json.loads(line) for line in generations.open()]
+    out = {}
+    for kind, probe in (("paired", "paired"), ("graded", "sensitivity")):
+        texts = {s: [g["text"] for g in rows if g["system"] == s and g.get("probe") == probe] for s in (CMVA, SELECTOR)}
+        if not texts[SELECTOR] or len(texts[SELECTOR]) != len(texts[CMVA]):
+            return None
+        out[kind] = same_opening(texts[CMVA], texts[SELECTOR])
+    return out
 
 
 def _agreement(a: dict | None) -> list[str]:
