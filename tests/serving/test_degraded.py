@@ -20,8 +20,8 @@ def transformer(stub_servers, tmp_path_factory):
     stop(proc)
 
 
-def _predict(url: str, profile: dict) -> httpx.Response:
-    body = {"instances": [{"question": "Should I tell my friend the truth?", "profile": profile}]}
+def _predict(url: str, profile: dict, question: str = "Should I tell my friend the truth?") -> httpx.Response:
+    body = {"instances": [{"question": question, "profile": profile}]}
     return httpx.post(f"{url}/v1/models/cmva:predict", json=body, timeout=60)
 
 
@@ -68,11 +68,17 @@ def test_agent_4xx_is_502_naming_the_agent_not_retried(transformer, stubs, statu
 
 
 def test_every_needed_agent_missing_is_503(transformer, stubs):
-    stubs["care"].answer = lambda model, request: (500, {"error": "boom"})
-    r = _predict(transformer, {"care": 1.0})
+    asked = []  # this test's question only: an earlier test's agent call may still arrive (it answered without it)
+
+    def fail(model, request):
+        asked.extend(i["question"] for i in request["instances"])
+        return 500, {"error": "boom"}
+
+    stubs["care"].answer = fail
+    r = _predict(transformer, {"care": 1.0}, question="Is it fine to skip the meeting?")
     assert r.status_code == 503, r.text
     assert r.headers["retry-after"] == "1" and "care" in r.json()["error"]
-    assert stubs["care"].requests["care"] == 2  # a 5xx is retried (once here) before giving up
+    assert asked.count("Is it fine to skip the meeting?") == 2  # a 5xx is retried (once here) before giving up
     stubs["care"].stop()
     stubs["fairness"].stop()
     r = _predict(transformer, BOTH)
