@@ -327,7 +327,7 @@ def openai_case(draw) -> Case:
     else:
         path, value, paths = {
             "model": (("model",), st.text(max_size=10).filter(lambda s: s != "cmva") | _not(type(None)), None),
-            "stream": (("stream",), st.just(True), None),
+            "stream": (("stream",), st.sampled_from(["yes", 1, [True], {"on": True}]), None),  # true streams
             "messages.missing": (("messages",), st.just(DELETE), None),
             "messages.type": (("messages",), _not(list), None),
             "messages.empty": (("messages",), st.just([]), None),
