@@ -156,7 +156,7 @@ def same_opening(answers: Sequence[str], references: Sequence[str], words: int =
     ranking lists first: how often the aggregator answers with it).
 
     Example:
-        >>> same_opening(["a b c", "a b x"], ["a b c d", "a b c"], words=3)
+        >>> same_opening(["a b c", "a b x"], ["a b c d", "a b c"], words=4)  # "a b c" is not "a b c d"
         0.0
         >>> same_opening(["a b c", "x"], ["a b c", "y"], words=3)
         0.5
