@@ -112,12 +112,12 @@ def throughput(url: str, clients: int, per_client: int, tokens: int) -> float:
     return clients * per_client / (time.perf_counter() - t)
 
 
-def bench_topology(art: Path, topology: str, tokens: int, reps: int, per_client: int) -> dict:
+def bench_topology(art: Path, topology: str, tokens: int, reps: int, per_client: int, quantize: str = "none") -> dict:
     from cmva.serving.launcher import free_port_block, start_chain
 
     port = free_port_block(8)
     t0 = time.perf_counter()
-    chain = start_chain(str(art), topology, port, log_dir=WORK / f"serve-logs-{topology}")
+    chain = start_chain(str(art), topology, port, log_dir=WORK / f"serve-logs-{topology}", quantize=quantize)
     start_s = time.perf_counter() - t0
     try:
         pids = [p.pid for p in chain.processes.values()]
@@ -149,10 +149,10 @@ def bench_topology(art: Path, topology: str, tokens: int, reps: int, per_client:
         chain.stop()
 
 
-def run_probe(art: Path, tokens: int, reps: int) -> dict:
+def run_probe(art: Path, tokens: int, reps: int, quantize: str = "none") -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "bench.serving_probe", "--base", str(art / "base"), "--tokens", str(tokens)]
-        + ["--reps", str(reps)],
+        + ["--reps", str(reps), "--quantize", quantize],
         capture_output=True,
         text=True,
         check=False,
@@ -169,78 +169,99 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, default=5, help="sequential requests timed for the latency")
     p.add_argument("--per-client", type=int, default=3, help="requests per client in the throughput runs")
     p.add_argument("--topologies", default="packed,separate")
+    p.add_argument("--quantize", default="none", help="comma-separated: none, int8 (each with its own base probe)")
     p.add_argument("--out", help="results directory (default bench/results)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    values = list(PROFILE)
-    art = serving_artifacts(a.artifacts, values)
+    art = serving_artifacts(a.artifacts, list(PROFILE))
     log.info("artifacts: %s", art)
-    base = run_probe(art, a.tokens, a.reps)
-    log.info("base: %.2f s per generation, %.1f tok/s decode", base["latency_s"], base["decode_tokens_per_s"])
-    topo = {}
-    for t in a.topologies.split(","):
-        topo[t] = bench_topology(art, t, a.tokens, a.reps, a.per_client)
-        log.info("%s: %s", t, {k: v for k, v in topo[t].items() if k not in ("latencies_s", "ttfts_s")})
-    ratios = {
-        t: {
-            "latency_ratio": r["latency_s"] / base["latency_s"],
-            "ttft_ratio": None if r["ttft_s"] is None else r["ttft_s"] / base["latency_s"],
-            "rss_ratio": r["peak_rss_bytes"] / base["peak_rss_bytes"],
-            "throughput_ratio": r["throughput_8_rps"] / r["throughput_1_rps"],
-        }
-        for t, r in topo.items()
-    }
-    decode_fraction = base["decode_tokens_per_s"] * base["model_bytes"] / base["read_bandwidth_bytes_per_s"]
-    result = {
-        "artifacts": str(art),
-        "tokens": a.tokens,
-        "base": base,
-        "topologies": topo,
-        "ratios": ratios,
-        "decode_bandwidth_fraction": decode_fraction,
-    }
+    modes = {q: bench_mode(art, a, q) for q in a.quantize.split(",")}
+    result = {"artifacts": str(art), "tokens": a.tokens, "modes": modes}
     print(write_result("serving", result, render(result), a.out))
 
 
+def bench_mode(art: Path, a: argparse.Namespace, quantize: str) -> dict:
+    """The base probe and every topology with the predictors' base layers as `quantize` says (none | int8)."""
+    base = run_probe(art, a.tokens, a.reps, quantize)
+    log.info("base (%s): %.2f s per generation, %.1f tok/s", quantize, base["latency_s"], base["decode_tokens_per_s"])
+    topo = {}
+    for t in a.topologies.split(","):
+        topo[t] = bench_topology(art, t, a.tokens, a.reps, a.per_client, quantize)
+        log.info("%s: %s", t, {k: v for k, v in topo[t].items() if k not in ("latencies_s", "ttfts_s")})
+    return {
+        "base": base,
+        "topologies": topo,
+        "ratios": {t: ratios(r, base) for t, r in topo.items()},
+        "decode_bandwidth_fraction": base["decode_tokens_per_s"]
+        * base["model_bytes"]
+        / base["read_bandwidth_bytes_per_s"],
+    }
+
+
+def ratios(r: dict, base: dict) -> dict:
+    """(a), first token, (b), (c) of one topology against the base probe of the same precision."""
+    return {
+        "latency_ratio": r["latency_s"] / base["latency_s"],
+        "ttft_ratio": None if r["ttft_s"] is None else r["ttft_s"] / base["latency_s"],
+        "rss_ratio": r["peak_rss_bytes"] / base["peak_rss_bytes"],
+        "throughput_ratio": r["throughput_8_rps"] / r["throughput_1_rps"],
+    }
+
+
 def render(r: dict) -> str:
-    b = r["base"]
     lines = [
         f"Artifacts `{r['artifacts']}`; every generation exactly {r['tokens']} new tokens "
-        f"(min_new_tokens = max_new_tokens); profile with all 5 values > 0; device {b['device']}.",
+        f"(min_new_tokens = max_new_tokens); profile with all 5 values > 0. Each precision is compared with a base "
+        'model of the same precision; "÷ float32 base": the same latency ÷ the float32 base generation.',
         "",
-        f"Base model alone: {b['latency_s']:.2f} s per generation, decode {b['decode_tokens_per_s']:.1f} tok/s "
-        f"at batch 1, peak RSS {b['peak_rss_bytes'] / 2**20:.0f} MiB, model {b['model_bytes'] / 2**20:.0f} MiB, "
-        f"read bandwidth {b['read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s.",
-        "",
-        "| topology | processes | chain latency | (a) ÷ base | first token | ÷ base | peak RSS | (b) ÷ base "
-        "| 1 client | 8 clients | (c) 8 ÷ 1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for t, x in r["topologies"].items():
-        q = r["ratios"][t]
+    for q, m in r["modes"].items():
+        b = m["base"]
         lines.append(
-            f"| {t} | {x['processes']} | {x['latency_s']:.2f} s | {q['latency_ratio']:.2f} | "
-            f"{_num(x['ttft_s'], ' s')} | {_num(q['ttft_ratio'])} | "
-            f"{x['peak_rss_bytes'] / 2**20:.0f} MiB | {q['rss_ratio']:.2f} | {x['throughput_1_rps']:.3f} req/s | "
-            f"{x['throughput_8_rps']:.3f} req/s | {q['throughput_ratio']:.2f} |"
+            f"Base model alone ({q}, device {b['device']}): {b['latency_s']:.2f} s per generation, decode "
+            f"{b['decode_tokens_per_s']:.1f} tok/s at batch 1, peak RSS {b['peak_rss_bytes'] / 2**20:.0f} MiB, "
+            f"weights {b['model_bytes'] / 2**20:.0f} MiB, read bandwidth {b['read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s."
         )
-    lines += ["", "| target | measured | verdict |", "|---|---|---|"]
-    if "packed" in r["ratios"]:
-        q = r["ratios"]["packed"]
-        lines.append(
-            f"| (a) packed latency ratio | {q['latency_ratio']:.2f} | {verdict(q['latency_ratio'], 2.0, False)} |"
-        )
-        lines.append(f"| (b) packed RSS ratio | {q['rss_ratio']:.2f} | {verdict(q['rss_ratio'], 1.3, False)} |")
-    for t, q in r["ratios"].items():
-        lines.append(
-            f"| (c) {t} throughput 8 ÷ 1 | {q['throughput_ratio']:.2f} | {verdict(q['throughput_ratio'], 3.0, True)} |"
-        )
-    f = r["decode_bandwidth_fraction"]
-    lines.append(f"| (d) batch-1 decode ÷ bandwidth bound | {f:.2f} | {verdict(f, 0.6, True)} |")
+    fp32 = r["modes"].get("none", {}).get("base")
+    lines += [
+        "",
+        "| quantize | topology | processes | chain latency | (a) ÷ base | ÷ float32 base | first token | ÷ base "
+        "| peak RSS | (b) ÷ base | 1 client | 8 clients | (c) 8 ÷ 1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for q, m in r["modes"].items():
+        for t, x in m["topologies"].items():
+            k = m["ratios"][t]
+            vs32 = _num(x["latency_s"] / fp32["latency_s"]) if fp32 else "n/a"
+            lines.append(
+                f"| {q} | {t} | {x['processes']} | {x['latency_s']:.2f} s | {k['latency_ratio']:.2f} | {vs32} | "
+                f"{_num(x['ttft_s'], ' s')} | {_num(k['ttft_ratio'])} | "
+                f"{x['peak_rss_bytes'] / 2**20:.0f} MiB | {k['rss_ratio']:.2f} | {x['throughput_1_rps']:.3f} req/s | "
+                f"{x['throughput_8_rps']:.3f} req/s | {k['throughput_ratio']:.2f} |"
+            )
+    lines += ["", "| quantize | target | measured | verdict |", "|---|---|---|---|"]
+    for q, m in r["modes"].items():
+        lines += _verdicts(q, m)
     lines += ["", "First token: from sending a streamed request to the aggregator's first text (median); its ÷ base: "
               "that time ÷ one whole base generation."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _verdicts(q: str, m: dict) -> list[str]:
+    lines = []
+    if "packed" in m["ratios"]:
+        k = m["ratios"]["packed"]
+        lines.append(
+            f"| {q} | (a) packed latency ratio | {k['latency_ratio']:.2f} | {verdict(k['latency_ratio'], 2.0, False)} |"
+        )
+        lines.append(f"| {q} | (b) packed RSS ratio | {k['rss_ratio']:.2f} | {verdict(k['rss_ratio'], 1.3, False)} |")
+    for t, k in m["ratios"].items():
+        c = k["throughput_ratio"]
+        lines.append(f"| {q} | (c) {t} throughput 8 ÷ 1 | {c:.2f} | {verdict(c, 3.0, True)} |")
+    f = m["decode_bandwidth_fraction"]
+    lines.append(f"| {q} | (d) batch-1 decode ÷ bandwidth bound | {f:.2f} | {verdict(f, 0.6, True)} |")
+    return lines
 
 
 def _num(x: float | None, unit: str = "") -> str:

@@ -84,12 +84,22 @@ class Engine:
     # cost several base layers, so it takes peft's path.
     FUSED_RANK_FACTOR = 8
 
-    def __init__(self, base_path: str | Path, adapters: Mapping[str, str | Path] | None = None, dtype: str = "float32"):
+    def __init__(
+        self,
+        base_path: str | Path,
+        adapters: Mapping[str, str | Path] | None = None,
+        dtype: str = "float32",
+        quantize: str | None = None,
+    ):
+        """`quantize="int8"`: the base model's linear layers in dynamic int8 (CPU only; cmva.quantize)."""
         import torch
 
+        from cmva.quantize import check_quantize, quantize_int8
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.quantize = check_quantize(quantize, self.device)  # before loading anything
         self.tokenizer = load_tokenizer(base_path)
         model = load_causal_lm(base_path, dtype=dtype)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         model.to(self.device)
         self.adapters: list[str] = []
         if adapters:
@@ -100,6 +110,8 @@ class Engine:
             for name, path in items[1:]:
                 model.load_adapter(str(path), adapter_name=name, is_trainable=False)
             self.adapters = [n for n, _ in items]
+        if self.quantize == "int8":
+            log.info("int8: %d linear layers quantised", quantize_int8(model))
         self.max_fused_rank = self.FUSED_RANK_FACTOR * max((model.peft_config[a].r for a in self.adapters), default=0)
         self.model = model.eval()
         self._mixed = None  # the fused path over the adapters in `_mixed_for` (built at the first mixed batch)

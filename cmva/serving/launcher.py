@@ -114,8 +114,10 @@ def start_chain(
     model_name: str = "cmva",
     agent_timeout_s: float = 120.0,
     host: str = "127.0.0.1",
+    quantize: str = "none",
 ) -> Chain:
-    """Start every server of the topology, wait until all are ready; returns the chain (URL of the transformer)."""
+    """Start every server of the topology, wait until all are ready; returns the chain (URL of the transformer).
+    `quantize="int8"`: the predictors' base layers in dynamic int8 (cmva.quantize)."""
     from cmva.values import resolve_values
 
     if topology not in ("packed", "separate"):
@@ -141,6 +143,8 @@ def start_chain(
                     "--values",
                     vals,
                     "--with_aggregator",
+                    "--quantize",
+                    quantize,
                     "--model_name",
                     model_name,
                     "--http_port",
@@ -161,6 +165,8 @@ def start_chain(
                     str(artifacts),
                     "--values",
                     vals,
+                    "--quantize",
+                    quantize,
                     "--model_name",
                     model_name,
                     "--http_port",
@@ -175,7 +181,8 @@ def start_chain(
                 chain.ports[v] = port + 2 + i
                 chain.processes[v] = _spawn(
                     "agent",
-                    ["--artifacts", str(artifacts), "--values", v, "--http_port", str(port + 2 + i)],
+                    ["--artifacts", str(artifacts), "--values", v, "--quantize", quantize]
+                    + ["--http_port", str(port + 2 + i)],
                     logs,
                     v,
                     bind,

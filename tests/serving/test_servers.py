@@ -189,3 +189,41 @@ def test_served_aggregator_reads_the_answers_in_its_ranking_order(packed, smoke_
     order = ranker.order([inst["profile"]], [inst["answers"]])[0]
     by_weight = sorted(VALUES, key=lambda v: -inst["profile"][v])
     assert order != by_weight  # so the equality above tells the ranked prompt from the weight-ordered one
+
+
+def test_int8_chain_serves_with_a_quantised_backend(smoke_run, tmp_path):
+    """`--quantize int8` (cmva.quantize) reaches the predictor, whose backend loads a quantised engine, and the
+    packed chain answers with every agent. (The smoke model's greedy answers are blank lines, so answers cannot
+    tell int8 from float32 here; tests/unit/test_quantize.py compares logits.)"""
+    import torch
+
+    from cmva.serving.predictors import SharedBackend
+
+    out, _, _ = smoke_run
+    backend = SharedBackend(str(out), [*VALUES, "aggregator"], quantize="int8")
+    backend.load()
+    layer = backend.engine.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
+    assert backend.engine.quantize == "int8" and isinstance(layer, torch.ao.nn.quantized.dynamic.Linear)
+    with start_chain(str(out), "packed", free_port_block(3), log_dir=tmp_path, quantize="int8") as chain:
+        argv = _cmdline(chain.processes["packed"].pid)
+        assert argv[argv.index("--quantize") + 1] == "int8"
+        body = {
+            "instances": [{"question": "Is it fair to keep a found wallet?", "profile": dict.fromkeys(VALUES, 1.0)}]
+        }
+        r = _predict(chain.url, body)
+        assert r.status_code == 200, r.text
+        assert set(r.json()["predictions"][0]["agents"]) == set(VALUES)
+
+
+def _cmdline(pid: int) -> list[str]:
+    import psutil
+
+    return psutil.Process(pid).cmdline()
+
+
+def test_predictor_refuses_an_unknown_quantize(capsys):
+    from cmva.serving.servers import main_agent
+
+    with pytest.raises(SystemExit) as e:
+        main_agent(["--artifacts", "/nonexistent", "--quantize", "int4"])
+    assert e.value.code == 2 and "--quantize" in capsys.readouterr().err
