@@ -1,6 +1,7 @@
 """Serving benchmark: chain latency, memory, concurrency and decode speed, as ratios measured side by side.
 
     .venv/bin/python -m bench.serving [--artifacts runs/cpu] [--tokens 32] [--topologies packed,separate]
+                                        [--dtypes float32,bfloat16]
 
 (a) latency of one chain request (all agents + aggregator, same max/min_new_tokens) ÷ one plain generation
     of the base model — target ≤ 2.0 (packed);
@@ -112,12 +113,12 @@ def throughput(url: str, clients: int, per_client: int, tokens: int) -> float:
     return clients * per_client / (time.perf_counter() - t)
 
 
-def bench_topology(art: Path, topology: str, tokens: int, reps: int, per_client: int, quantize: str = "none") -> dict:
+def bench_topology(art: Path, topology: str, tokens: int, reps: int, per_client: int, dtype: str = "float32") -> dict:
     from cmva.serving.launcher import free_port_block, start_chain
 
     port = free_port_block(8)
     t0 = time.perf_counter()
-    chain = start_chain(str(art), topology, port, log_dir=WORK / f"serve-logs-{topology}", quantize=quantize)
+    chain = start_chain(str(art), topology, port, log_dir=WORK / f"serve-logs-{topology}", dtype=dtype)
     start_s = time.perf_counter() - t0
     try:
         pids = [p.pid for p in chain.processes.values()]
@@ -149,10 +150,10 @@ def bench_topology(art: Path, topology: str, tokens: int, reps: int, per_client:
         chain.stop()
 
 
-def run_probe(art: Path, tokens: int, reps: int, quantize: str = "none") -> dict:
+def run_probe(art: Path, tokens: int, reps: int, dtype: str = "float32") -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "bench.serving_probe", "--base", str(art / "base"), "--tokens", str(tokens)]
-        + ["--reps", str(reps), "--quantize", quantize],
+        + ["--reps", str(reps), "--dtype", dtype],
         capture_output=True,
         text=True,
         check=False,
@@ -169,25 +170,27 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, default=5, help="sequential requests timed for the latency")
     p.add_argument("--per-client", type=int, default=3, help="requests per client in the throughput runs")
     p.add_argument("--topologies", default="packed,separate")
-    p.add_argument("--quantize", default="none", help="comma-separated: none, int8 (each with its own base probe)")
+    p.add_argument(
+        "--dtypes", default="float32", help="comma-separated: float32, bfloat16 (each with its own base probe)"
+    )
     p.add_argument("--out", help="results directory (default bench/results)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     art = serving_artifacts(a.artifacts, list(PROFILE))
     log.info("artifacts: %s", art)
-    modes = {q: bench_mode(art, a, q) for q in a.quantize.split(",")}
+    modes = {d: bench_mode(art, a, d) for d in a.dtypes.split(",")}
     result = {"artifacts": str(art), "tokens": a.tokens, "modes": modes}
     print(write_result("serving", result, render(result), a.out))
 
 
-def bench_mode(art: Path, a: argparse.Namespace, quantize: str) -> dict:
-    """The base probe and every topology with the predictors' base layers as `quantize` says (none | int8)."""
-    base = run_probe(art, a.tokens, a.reps, quantize)
-    log.info("base (%s): %.2f s per generation, %.1f tok/s", quantize, base["latency_s"], base["decode_tokens_per_s"])
+def bench_mode(art: Path, a: argparse.Namespace, dtype: str) -> dict:
+    """The base probe and every topology with the predictors' base model in `dtype` (float32 | bfloat16)."""
+    base = run_probe(art, a.tokens, a.reps, dtype)
+    log.info("base (%s): %.2f s per generation, %.1f tok/s", dtype, base["latency_s"], base["decode_tokens_per_s"])
     topo = {}
     for t in a.topologies.split(","):
-        topo[t] = bench_topology(art, t, a.tokens, a.reps, a.per_client, quantize)
+        topo[t] = bench_topology(art, t, a.tokens, a.reps, a.per_client, dtype)
         log.info("%s: %s", t, {k: v for k, v in topo[t].items() if k not in ("latencies_s", "ttfts_s")})
     return {
         "base": base,
@@ -223,10 +226,10 @@ def render(r: dict) -> str:
             f"{b['decode_tokens_per_s']:.1f} tok/s at batch 1, peak RSS {b['peak_rss_bytes'] / 2**20:.0f} MiB, "
             f"weights {b['model_bytes'] / 2**20:.0f} MiB, read bandwidth {b['read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s."
         )
-    fp32 = r["modes"].get("none", {}).get("base")
+    fp32 = r["modes"].get("float32", {}).get("base")
     lines += [
         "",
-        "| quantize | topology | processes | chain latency | (a) ÷ base | ÷ float32 base | first token | ÷ base "
+        "| dtype | topology | processes | chain latency | (a) ÷ base | ÷ float32 base | first token | ÷ base "
         "| peak RSS | (b) ÷ base | 1 client | 8 clients | (c) 8 ÷ 1 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -240,7 +243,7 @@ def render(r: dict) -> str:
                 f"{x['peak_rss_bytes'] / 2**20:.0f} MiB | {k['rss_ratio']:.2f} | {x['throughput_1_rps']:.3f} req/s | "
                 f"{x['throughput_8_rps']:.3f} req/s | {k['throughput_ratio']:.2f} |"
             )
-    lines += ["", "| quantize | target | measured | verdict |", "|---|---|---|---|"]
+    lines += ["", "| dtype | target | measured | verdict |", "|---|---|---|---|"]
     for q, m in r["modes"].items():
         lines += _verdicts(q, m)
     lines += ["", "First token: from sending a streamed request to the aggregator's first text (median); its ÷ base: "

@@ -42,13 +42,12 @@ def main(argv=None) -> None:
     p.add_argument("--base", required=True)
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--quantize", default="none", help="none | int8 (cmva.quantize)")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (cmva.models.generation_dtype)")
     a = p.parse_args(argv)
     from cmva.engine import Engine
     from cmva.prompts import agent_messages
-    from cmva.quantize import weight_bytes
 
-    eng = Engine(a.base, quantize=a.quantize)
+    eng = Engine(a.base, dtype=a.dtype, exact_dtype=True)
     msgs = [agent_messages("My friend asked me to lie to her parents about where she was. Should I?")]
 
     def timed(n: int) -> float:
@@ -63,7 +62,7 @@ def main(argv=None) -> None:
     one = [timed(1) for _ in range(a.reps)]  # prefill + first token
     decode_s = statistics.median(full) - statistics.median(one)
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    model_bytes = weight_bytes(eng.model)
+    model_bytes = sum(t.numel() * t.element_size() for t in eng.model.parameters())
     out = {
         "device": eng.device,
         "tokens": a.tokens,

@@ -231,21 +231,21 @@ def serve_cmd(
     values: ValuesOpt = None,
     ask: Annotated[str | None, typer.Option(help="send one question through the chain, print the answer, stop")] = None,
     host: Annotated[str, typer.Option(help="address every server binds (0.0.0.0: all interfaces)")] = "127.0.0.1",
-    quantize: Annotated[
-        str, typer.Option(help="none | int8: predictors' base layers in dynamic int8 (CPU; faster, other answers)")
-    ] = "none",
+    dtype: Annotated[
+        str, typer.Option(help="float32 | bfloat16: the predictors' base model (bf16: CPUs with native bf16, GPUs)")
+    ] = "float32",
 ) -> None:
     """Start the serving chain as real KServe model servers on loopback; Ctrl-C or SIGTERM stops all of it."""
     import time
 
-    from cmva.quantize import check_quantize
+    from cmva.models import generation_dtype
     from cmva.serving.launcher import ask as ask_chain
     from cmva.serving.launcher import format_answer, start_chain, stop_on_sigterm
 
     stop_on_sigterm()
     values_list = values.split(",") if values else None
     try:
-        chain = start_chain(artifacts, topology, port, values_list, host=host, quantize=check_quantize(quantize, "cpu"))
+        chain = start_chain(artifacts, topology, port, values_list, host=host, dtype=generation_dtype(dtype))
     except ValueError as e:
         _fail(e)
     with chain:

@@ -166,9 +166,9 @@ class EvalCfg(_Stage):
     baseline_probes: int | None = None  # graded probes also answered by prompt-aggregation / weighted merge (None: all)
     fewshot_examples: int = 5
     seed: int = 0
-    # "int8": generate with the base model's linear layers in dynamic int8 (cmva.quantize; CPU), the quality a server
-    # started with `--quantize int8` gives; "none": the run's dtype
-    quantize: Literal["none", "int8"] = "none"
+    # the dtype every system generates in, on a CPU too (cmva.models.generation_dtype): the quality a server started
+    # with `--dtype bfloat16` gives; None: the run's `base.dtype` (float32 on a CPU)
+    dtype: Literal["float32", "bfloat16"] | None = None
 
 
 class GateCfg(_Stage):

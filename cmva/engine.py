@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmva.models import load_causal_lm, load_tokenizer
+from cmva.models import generation_dtype, load_causal_lm, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +89,17 @@ class Engine:
         base_path: str | Path,
         adapters: Mapping[str, str | Path] | None = None,
         dtype: str = "float32",
-        quantize: str | None = None,
+        exact_dtype: bool = False,
     ):
-        """`quantize="int8"`: the base model's linear layers in dynamic int8 (CPU only; cmva.quantize)."""
+        """`dtype`: the run's `base.dtype` (float32 on a CPU, `cmva.models.load_dtype`); with `exact_dtype` it holds on
+        a CPU too (`cmva.models.generation_dtype`: float32 or bfloat16, as a server's `--dtype`)."""
         import torch
 
-        from cmva.quantize import check_quantize, quantize_int8
-
+        if exact_dtype:
+            generation_dtype(dtype)  # a bad one is refused before anything is loaded
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.quantize = check_quantize(quantize, self.device)  # before loading anything
         self.tokenizer = load_tokenizer(base_path)
-        model = load_causal_lm(base_path, dtype=dtype)
+        model = load_causal_lm(base_path, dtype=dtype, exact=exact_dtype)
         model.to(self.device)
         self.adapters: list[str] = []
         if adapters:
@@ -110,8 +110,6 @@ class Engine:
             for name, path in items[1:]:
                 model.load_adapter(str(path), adapter_name=name, is_trainable=False)
             self.adapters = [n for n, _ in items]
-        if self.quantize == "int8":
-            log.info("int8: %d linear layers quantised", quantize_int8(model))
         self.max_fused_rank = self.FUSED_RANK_FACTOR * max((model.peft_config[a].r for a in self.adapters), default=0)
         self.model = model.eval()
         self._mixed = None  # the fused path over the adapters in `_mixed_for` (built at the first mixed batch)

@@ -118,7 +118,7 @@ def evaluate(
     train_rows = list(load_mic(train_mic, values, split="train")[0])
     adapters = {v: art / "agents" / v for v in names}
     adapters["aggregator"] = art / "aggregator"
-    engine = Engine(art / "base", adapters, dtype=dtype, quantize=cfg.quantize)
+    engine = Engine(art / "base", adapters, dtype=cfg.dtype or dtype, exact_dtype=cfg.dtype is not None)
     rewards = RewardModel.load(art / "rewards")
     second = _load_second(art / "rewards")
     # the order CMVA-GS reads the answers in, scored by the second set loaded above
@@ -383,8 +383,8 @@ def _yardstick_markdown(report: dict) -> list[str]:
     return lines + [""]
 
 
-def _int8(report: dict) -> bool:
-    return report.get("config", {}).get("quantize") == "int8"
+def _dtype(report: dict) -> str | None:
+    return report.get("config", {}).get("dtype")
 
 
 def render_markdown(report: dict) -> str:
@@ -395,11 +395,7 @@ def render_markdown(report: dict) -> str:
         "",
         f"Data: `{report['data']}` — {report['rows']} rows, {report['rows_with_target']} with a ground-truth answer. "
         f"Wall time {report['wall_s']} s."
-        + (
-            " Generated with the base model's linear layers in dynamic int8 (`evaluate.quantize`)."
-            if _int8(report)
-            else ""
-        ),
+        + (f" Every system generated in {_dtype(report)} (`evaluate.dtype`)." if _dtype(report) else ""),
         "",
         "## ROUGE F1 against MIC's ground truth (paper Fig. 2)",
         "",

@@ -198,12 +198,36 @@ def load_dtype(dtype: str, cuda: bool | None = None) -> str:
     return dtype
 
 
-def load_causal_lm(path: str | Path, dtype: str = "float32"):
-    """Load a safetensors causal LM checkpoint (never pickles) in eval mode, in `load_dtype(dtype)`."""
+GENERATION_DTYPES = ("float32", "bfloat16")
+
+
+def generation_dtype(dtype: str, cuda: bool | None = None) -> str:
+    """`dtype` checked for generation (serving, `evaluate.dtype`), where it is honoured on a CPU too: bfloat16 there
+    only on a CPU with native bf16 matmuls (AVX512-BF16 / AMX; elsewhere oneDNN emulates them slowly), else an error.
+
+    On a 2-core AVX512-BF16 EPYC (2026-11-26): one decode step of SmolLM2-135M 57-60 ms in float32, 36 ms in bfloat16.
+
+    Example:
+        >>> generation_dtype("float32", cuda=False)
+        'float32'
+    """
+    import torch
+
+    if dtype not in GENERATION_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(GENERATION_DTYPES)}, got {dtype!r}")
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if dtype == "bfloat16" and not cuda and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise ValueError("dtype bfloat16: this CPU has no native bf16 matmuls (AVX512-BF16 or AMX); use float32")
+    return dtype
+
+
+def load_causal_lm(path: str | Path, dtype: str = "float32", exact: bool = False):
+    """Load a safetensors causal LM checkpoint (never pickles) in eval mode, in `load_dtype(dtype)` (`exact`: in
+    `generation_dtype(dtype)`, on a CPU too)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    torch_dtype = getattr(torch, load_dtype(dtype))
+    torch_dtype = getattr(torch, generation_dtype(dtype) if exact else load_dtype(dtype))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
     model.eval()
     return model

@@ -114,10 +114,10 @@ def start_chain(
     model_name: str = "cmva",
     agent_timeout_s: float = 120.0,
     host: str = "127.0.0.1",
-    quantize: str = "none",
+    dtype: str = "float32",
 ) -> Chain:
     """Start every server of the topology, wait until all are ready; returns the chain (URL of the transformer).
-    `quantize="int8"`: the predictors' base layers in dynamic int8 (cmva.quantize)."""
+    `dtype`: the predictors' base model's (`--dtype`; bfloat16 on a CPU with native bf16, cmva.models.generation_dtype)."""
     from cmva.values import resolve_values
 
     if topology not in ("packed", "separate"):
@@ -143,8 +143,8 @@ def start_chain(
                     "--values",
                     vals,
                     "--with_aggregator",
-                    "--quantize",
-                    quantize,
+                    "--dtype",
+                    dtype,
                     "--model_name",
                     model_name,
                     "--http_port",
@@ -165,8 +165,8 @@ def start_chain(
                     str(artifacts),
                     "--values",
                     vals,
-                    "--quantize",
-                    quantize,
+                    "--dtype",
+                    dtype,
                     "--model_name",
                     model_name,
                     "--http_port",
@@ -181,7 +181,7 @@ def start_chain(
                 chain.ports[v] = port + 2 + i
                 chain.processes[v] = _spawn(
                     "agent",
-                    ["--artifacts", str(artifacts), "--values", v, "--quantize", quantize]
+                    ["--artifacts", str(artifacts), "--values", v, "--dtype", dtype]
                     + ["--http_port", str(port + 2 + i)],
                     logs,
                     v,

@@ -50,9 +50,9 @@ class SharedBackend:
 
     Nothing is loaded until `load()`."""
 
-    def __init__(self, artifacts: str, adapters: list[str], max_queue: int = 256, quantize: str = "none"):
+    def __init__(self, artifacts: str, adapters: list[str], max_queue: int = 256, dtype: str = "float32"):
         self.artifacts, self.adapters, self.max_queue = artifacts, adapters, max_queue
-        self.quantize = quantize  # "int8": dynamic int8 base layers (cmva.quantize; CPU)
+        self.dtype = dtype  # the base model's, on a CPU too (cmva.models.generation_dtype)
         self.engine = self.rewards = self.batcher = self.ranker = None
         self.run_id: str | None = None  # the published run the artifacts belong to (V2 model metadata `versions`)
         # One thread: the reward model's tokenizer is not safe to share between threads.
@@ -82,7 +82,7 @@ class SharedBackend:
             from cmva.ranking import AnswerRanker
 
             self.ranker = AnswerRanker.load(paths["aggregator"], root / "rewards")
-        return Engine(root / "base", paths, quantize=self.quantize), rewards
+        return Engine(root / "base", paths, dtype=self.dtype, exact_dtype=True), rewards
 
     async def score(self, texts: list[str]) -> dict[str, list[float]] | None:
         """Reward scores of `texts` per value, computed off the event loop (None without a reward model)."""

@@ -28,10 +28,10 @@ def _predictor_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--artifacts", required=True, help="run directory or s3:// prefix")
     p.add_argument("--max_queue", type=int, default=256, help="generation jobs that may wait (more: 503)")
     p.add_argument(
-        "--quantize",
-        choices=("none", "int8"),
-        default="none",
-        help="int8: the base model's linear layers in dynamic int8 (CPU; faster, answers differ from float32)",
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="the base model's dtype (bfloat16: CPUs with native bf16 or GPUs; faster, answers may differ)",
     )
     return p
 
@@ -91,7 +91,7 @@ def main_agent(argv=None) -> None:
     args, _ = p.parse_known_args(argv)
     values = _values(args.values)
     adapters = values + (["aggregator"] if args.with_aggregator else [])
-    backend = SharedBackend(args.artifacts, adapters, args.max_queue, args.quantize)
+    backend = SharedBackend(args.artifacts, adapters, args.max_queue, args.dtype)
     name = values[0] if len(values) == 1 else "agents"
     models = [AgentModel(name, backend, values, args.max_request_tokens)]
     if args.with_aggregator:
@@ -108,7 +108,7 @@ def main_aggregator(argv=None) -> None:
 
     p = _predictor_parser("cmva aggregator predictor")
     args, _ = p.parse_known_args(argv)
-    backend = SharedBackend(args.artifacts, ["aggregator"], args.max_queue, args.quantize)
+    backend = SharedBackend(args.artifacts, ["aggregator"], args.max_queue, args.dtype)
     models = [AggregatorModel(args.model_name, backend, _values(args.values), args.max_request_tokens)]
     _add_stream_route(models[0])
     _add_chat_route(backend, args)

@@ -191,22 +191,21 @@ def test_served_aggregator_reads_the_answers_in_its_ranking_order(packed, smoke_
     assert order != by_weight  # so the equality above tells the ranked prompt from the weight-ordered one
 
 
-def test_int8_chain_serves_with_a_quantised_backend(smoke_run, tmp_path):
-    """`--quantize int8` (cmva.quantize) reaches the predictor, whose backend loads a quantised engine, and the
-    packed chain answers with every agent. (The smoke model's greedy answers are blank lines, so answers cannot
-    tell int8 from float32 here; tests/unit/test_quantize.py compares logits.)"""
+def test_bfloat16_chain_serves_with_a_bfloat16_backend(smoke_run, tmp_path):
+    """`--dtype bfloat16` reaches the predictor, whose backend loads its base model in bfloat16 (on this CPU too),
+    and the packed chain answers with every agent. (The smoke model's greedy answers are blank lines, so answers
+    cannot tell bfloat16 from float32 here; tests/unit/test_engine.py compares logits.)"""
     import torch
 
     from cmva.serving.predictors import SharedBackend
 
     out, _, _ = smoke_run
-    backend = SharedBackend(str(out), [*VALUES, "aggregator"], quantize="int8")
+    backend = SharedBackend(str(out), [*VALUES, "aggregator"], dtype="bfloat16")
     backend.load()
-    layer = backend.engine.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
-    assert backend.engine.quantize == "int8" and isinstance(layer, torch.ao.nn.quantized.dynamic.Linear)
-    with start_chain(str(out), "packed", free_port_block(3), log_dir=tmp_path, quantize="int8") as chain:
+    assert backend.engine.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    with start_chain(str(out), "packed", free_port_block(3), log_dir=tmp_path, dtype="bfloat16") as chain:
         argv = _cmdline(chain.processes["packed"].pid)
-        assert argv[argv.index("--quantize") + 1] == "int8"
+        assert argv[argv.index("--dtype") + 1] == "bfloat16"
         body = {
             "instances": [{"question": "Is it fair to keep a found wallet?", "profile": dict.fromkeys(VALUES, 1.0)}]
         }
@@ -221,9 +220,9 @@ def _cmdline(pid: int) -> list[str]:
     return psutil.Process(pid).cmdline()
 
 
-def test_predictor_refuses_an_unknown_quantize(capsys):
+def test_predictor_refuses_an_unknown_dtype(capsys):
     from cmva.serving.servers import main_agent
 
     with pytest.raises(SystemExit) as e:
-        main_agent(["--artifacts", "/nonexistent", "--quantize", "int4"])
-    assert e.value.code == 2 and "--quantize" in capsys.readouterr().err
+        main_agent(["--artifacts", "/nonexistent", "--dtype", "int8"])
+    assert e.value.code == 2 and "--dtype" in capsys.readouterr().err

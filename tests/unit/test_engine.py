@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cmva.engine import BASE, Engine
@@ -154,3 +155,37 @@ def test_complete_counts_prompt_and_generated_tokens(tiny_base):
         assert c.prompt_tokens == len(eng.tokenizer(eng.chat_prompt(m), add_special_tokens=False)["input_ids"])
         assert 1 <= c.completion_tokens <= 12
     assert [c.completion_tokens for c in eng.complete(msgs, max_new_tokens=5, min_new_tokens=5)] == [5, 5]
+
+
+def test_bfloat16_engine_on_cpu_close_to_float32_and_adapters_still_act(tiny_base, tmp_path):
+    """`exact_dtype` (a server's `--dtype bfloat16`, `evaluate.dtype`) loads the base in bfloat16 on a CPU too; the
+    logits stay close to float32's and the adapters still change them."""
+    adapters = {"care": _random_adapter(tiny_base, tmp_path / "care", 50)}
+    fp = Engine(tiny_base, adapters)
+    bf = Engine(tiny_base, adapters, dtype="bfloat16", exact_dtype=True)
+    assert bf.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert fp.model.get_input_embeddings().weight.dtype == torch.float32
+    assert Engine(tiny_base, dtype="bfloat16").model.dtype == torch.float32  # a run's base.dtype: float32 on a CPU
+
+    def logits(eng, adapter):
+        enc = eng.tokenizer([eng.chat_prompt(agent_messages("Should I lend money?"))], return_tensors="pt")
+        with torch.inference_mode():
+            if adapter == BASE:
+                with eng.model.disable_adapter():
+                    return eng.model(**enc).logits[0, -1].float()
+            eng.model.set_adapter(adapter)
+            return eng.model(**enc).logits[0, -1].float()
+
+    for a in ("care", BASE):
+        ref, got = logits(fp, a), logits(bf, a)
+        assert not torch.equal(ref, got) and torch.corrcoef(torch.stack([ref, got]))[0, 1] > 0.99
+    d_fp, d_bf = logits(fp, "care") - logits(fp, BASE), logits(bf, "care") - logits(bf, BASE)
+    assert d_fp.abs().max() > 1e-3 and torch.corrcoef(torch.stack([d_fp, d_bf]))[0, 1] > 0.9
+    mixed = bf.generate([agent_messages("Is it fair?")] * 2, ["care", BASE], max_new_tokens=6, batch_size=2)
+    assert len(mixed) == 2
+
+
+@pytest.mark.parametrize("bad", ["int8", "float16", "fp32"])
+def test_unknown_generation_dtype_is_refused_before_loading(bad, tmp_path):
+    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16"):
+        Engine(tmp_path / "no-such-model", dtype=bad, exact_dtype=True)
