@@ -178,7 +178,7 @@ def test_predictor_reports_the_served_run_and_refuses_a_half_promoted_channel(tm
     from cmva.serving.predictors import SharedBackend
     from cmva.serving.release import backend_versions
 
-    monkeypatch.setattr(cmva.engine, "Engine", lambda base, adapters: ("engine", base, adapters))
+    monkeypatch.setattr(cmva.engine, "Engine", lambda base, adapters, **kw: ("engine", base, adapters))
     monkeypatch.setattr(cmva.rewards.RewardModel, "load", classmethod(lambda cls, path: "rewards"))
     monkeypatch.setattr(cmva.serving.batcher, "MicroBatcher", lambda engine, **kw: "batcher")
     store = str(tmp_path / "serving")
