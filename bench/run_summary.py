@@ -135,7 +135,9 @@ def render(d: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     lines += _following_rows(r["paired"], r["sensitivity"], counts=True)
-    lines += _agreement(r.get("selector_agreement"))
+    from cmva.evaluate import selector_agreement_lines
+
+    lines += selector_agreement_lines(r.get("selector_agreement"))
     return "\n".join(lines + _second_judge(r) + _data_lines(d.get("aggregator_data", {}))) + "\n"
 
 
@@ -154,16 +156,6 @@ def _agreement_from(generations: Path) -> dict | None:
             return None
         out[kind] = same_opening(texts[CMVA], texts[SELECTOR])
     return out
-
-
-def _agreement(a: dict | None) -> list[str]:
-    if not a:
-        return []
-    return [
-        "",
-        f"CMVA-GS answers with the answer its ranking lists first (the selector's, same first 12 words) in "
-        f"{a['paired']:.0%} of the paired and {a['graded']:.0%} of the graded probes.",
-    ]
 
 
 def _second_judge(r: dict) -> list[str]:

@@ -101,6 +101,8 @@ def _open_run(artifacts: Path, profile: str, sets, mic, socialchem, keep: bool =
     """
     import json
 
+    from pydantic import ValidationError
+
     from cmva.config import Profile, load_profile, with_overrides
     from cmva.data import SAMPLE_MIC, SAMPLE_SOCIALCHEM
     from cmva.pipeline import RUN_FILE, Run
@@ -108,11 +110,18 @@ def _open_run(artifacts: Path, profile: str, sets, mic, socialchem, keep: bool =
     run_file = artifacts / RUN_FILE
     if run_file.is_file() and (keep or not sets) and mic is None and socialchem is None:
         info = json.loads(run_file.read_text())
-        run = Run(artifacts, Profile.model_validate(info["profile"]), info["mic"], info["socialchem"])
+        try:
+            prof = Profile.model_validate(info["profile"])
+        except ValidationError as e:
+            raise ValueError(
+                f"{run_file} records settings this cmva version does not know ({e.error_count()} problems, first: "
+                f"{e.errors()[0]['loc']} {e.errors()[0]['msg']}): run the stages into a new --artifacts directory"
+            ) from None
+        run = Run(artifacts, prof, info["mic"], info["socialchem"], record=not keep)
         run.profile = with_overrides(run.profile, _overrides(sets)) if sets else run.profile
         return run
     prof = load_profile(profile, _overrides(sets))
-    return Run(artifacts, prof, mic or SAMPLE_MIC, socialchem or SAMPLE_SOCIALCHEM)
+    return Run(artifacts, prof, mic or SAMPLE_MIC, socialchem or SAMPLE_SOCIALCHEM, record=not keep)
 
 
 def _fail(e: Exception) -> None:

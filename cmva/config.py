@@ -7,7 +7,7 @@ Secret configures training (KFP components), `cmva` on a laptop and the model se
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -76,6 +76,10 @@ class StorageSettings(BaseSettings):
 # ---------------------------------------------------------------------------------------------------
 from pydantic import BaseModel, ConfigDict, field_validator  # noqa: E402
 
+# The dtypes a model generates in on a CPU too (serving's `--dtype`, `evaluate.dtype`; cmva.models.generation_dtype).
+GenerationDtype = Literal["float32", "bfloat16"]
+GENERATION_DTYPES: tuple[str, ...] = get_args(GenerationDtype)
+
 
 class _Stage(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo in a recipe is an error, not a silent default
@@ -84,7 +88,7 @@ class _Stage(BaseModel):
 class BaseCfg(_Stage):
     source: str = "smollm2"  # "tiny" | "smollm2" | a .gguf path | a HF directory | an s3:// URI
     # The dtype the base model is loaded in for training and generation (cmva.models.load_dtype): honoured on a GPU
-    # ("auto": bfloat16 where supported); a CPU always loads float32 (bf16 matmuls fall back to slow kernels there).
+    # ("auto": bfloat16 where supported); a CPU always loads float32 (the smoke and cpu results are float32 ones).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
 
 
@@ -168,7 +172,7 @@ class EvalCfg(_Stage):
     seed: int = 0
     # the dtype every system generates in, on a CPU too (cmva.models.generation_dtype): the quality a server started
     # with `--dtype bfloat16` gives; None: the run's `base.dtype` (float32 on a CPU)
-    dtype: Literal["float32", "bfloat16"] | None = None
+    dtype: GenerationDtype | None = None
 
 
 class GateCfg(_Stage):

@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmva.models import generation_dtype, load_causal_lm, load_tokenizer
+from cmva.models import load_causal_lm, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,9 @@ class Engine:
         a CPU too (`cmva.models.generation_dtype`: float32 or bfloat16, as a server's `--dtype`)."""
         import torch
 
-        if exact_dtype:
-            generation_dtype(dtype)  # a bad one is refused before anything is loaded
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = load_causal_lm(base_path, dtype=dtype, exact=exact_dtype)  # a bad dtype is refused before loading
         self.tokenizer = load_tokenizer(base_path)
-        model = load_causal_lm(base_path, dtype=dtype, exact=exact_dtype)
         model.to(self.device)
         self.adapters: list[str] = []
         if adapters:

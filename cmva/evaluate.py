@@ -450,14 +450,19 @@ def render_markdown(report: dict) -> str:
             f"| {s} | {d['mean_spearman']:.4f} | {d.get('shuffled', float('nan')):.4f} | "
             f"{d.get('answers', d['n'])} ({d['n']}) |"
         )
-    agree = report.get("selector_agreement")
-    if agree:
-        lines += [
-            "",
-            f"CMVA-GS answers with the answer its ranking lists first (the selector's; same first 12 words) in "
-            f"{agree['paired']:.0%} of the paired probes and {agree['graded']:.0%} of the graded ones.",
-        ]
+    lines += selector_agreement_lines(report.get("selector_agreement"))
     return "\n".join(lines + _second_judge_markdown(report)) + "\n"
+
+
+def selector_agreement_lines(agree: dict | None) -> list[str]:
+    """The report's sentence on how often CMVA-GS answers with the selector's answer (none before it was reported)."""
+    if not agree:
+        return []
+    return [
+        "",
+        f"CMVA-GS answers with the answer its ranking lists first (the selector's; same first 12 words) in "
+        f"{agree['paired']:.0%} of the paired probes and {agree['graded']:.0%} of the graded ones.",
+    ]
 
 
 def _second_judge_markdown(report: dict) -> list[str]:

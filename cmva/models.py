@@ -181,8 +181,8 @@ def load_tokenizer(path: str | Path, padding_side: str = "left"):
 
 def load_dtype(dtype: str, cuda: bool | None = None) -> str:
     """The dtype a model is loaded in for `BaseCfg.dtype`: as asked on a GPU ("auto": bfloat16 where supported, else
-    float32); float32 on a CPU, whatever was asked (bf16 matmuls fall back to slow generic kernels there, and the
-    smoke and cpu results are float32 ones).
+    float32); float32 on a CPU, whatever was asked: training there stays float32 (the smoke and cpu results are float32
+    ones), and generating in bfloat16 on a CPU with native bf16 is asked for explicitly (`generation_dtype`).
 
     Example:
         >>> load_dtype("bfloat16", cuda=False)
@@ -198,9 +198,6 @@ def load_dtype(dtype: str, cuda: bool | None = None) -> str:
     return dtype
 
 
-GENERATION_DTYPES = ("float32", "bfloat16")
-
-
 def generation_dtype(dtype: str, cuda: bool | None = None) -> str:
     """`dtype` checked for generation (serving, `evaluate.dtype`), where it is honoured on a CPU too: bfloat16 there
     only on a CPU with native bf16 matmuls (AVX512-BF16 / AMX; elsewhere oneDNN emulates them slowly), else an error.
@@ -212,6 +209,8 @@ def generation_dtype(dtype: str, cuda: bool | None = None) -> str:
         'float32'
     """
     import torch
+
+    from cmva.config import GENERATION_DTYPES
 
     if dtype not in GENERATION_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(GENERATION_DTYPES)}, got {dtype!r}")

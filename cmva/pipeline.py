@@ -26,7 +26,8 @@ RUN_FILE = "run.json"
 class Run:
     """A run directory: artifacts published atomically into it, stage timings recorded."""
 
-    def __init__(self, out: str | Path, profile: Profile, mic: str | Path, socialchem: str | Path):
+    def __init__(self, out: str | Path, profile: Profile, mic: str | Path, socialchem: str | Path, record: bool = True):
+        """`record`: write the settings into the run's run.json (False: a command writing elsewhere reads the run)."""
         from cmva.values import resolve_values
 
         self.store = LocalStore(out)
@@ -48,7 +49,8 @@ class Run:
                     f"{self.root} holds a run with other settings or data; use another --out or delete it "
                     "(finished stages are reused only for the same settings)"
                 )
-        run_file.write_text(json.dumps(info, indent=2))
+        if record:
+            run_file.write_text(json.dumps(info, indent=2))
 
     def stage(self, name: str, fn: Callable[[Path], object]) -> Path:
         """Run `fn(dir)` unless artifact `name` exists; what it writes into `dir` is published atomically."""

@@ -24,12 +24,14 @@ def _parser(description: str) -> argparse.ArgumentParser:
 
 
 def _predictor_parser(description: str) -> argparse.ArgumentParser:
+    from cmva.config import GENERATION_DTYPES
+
     p = _parser(description)
     p.add_argument("--artifacts", required=True, help="run directory or s3:// prefix")
     p.add_argument("--max_queue", type=int, default=256, help="generation jobs that may wait (more: 503)")
     p.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16"),
+        choices=GENERATION_DTYPES,
         default="float32",
         help="the base model's dtype (bfloat16: CPUs with native bf16 or GPUs; faster, answers may differ)",
     )

@@ -51,6 +51,23 @@ def test_a_stage_without_its_inputs_names_the_command_that_makes_them(tmp_path):
     assert BY_OUTPUT["data"].name == "build-aggregator-data"
 
 
+def test_a_command_writing_elsewhere_leaves_the_run_directory_as_it_was(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "eval"
+    run.mkdir()
+    res = CliRunner().invoke(app, ["evaluate", "--artifacts", str(run), "--out", str(out)], env=ENV)
+    assert res.exit_code == 2 and "cmva import-base" in res.output, res.output
+    assert list(run.iterdir()) == []  # no run.json recorded for a run this command only reads
+
+
+def test_a_run_recorded_by_another_version_is_named_not_a_raw_validation_error(tmp_path):
+    (tmp_path / "run.json").write_text(
+        '{"profile": {"name": "cpu", "no_such_section": {}}, "mic": "m", "socialchem": "s"}'
+    )
+    res = CliRunner().invoke(app, ["train-rewards", "--artifacts", str(tmp_path)], env=ENV)
+    assert res.exit_code == 2, res.output
+    assert "run.json" in res.output and "no_such_section" in res.output and "new --artifacts" in res.output
+
+
 def test_run_view_is_the_run_directory_or_a_symlink_view_removed_afterwards(tmp_path):
     run = tmp_path / "run"
     dirs = {n: run / n for n in ("base", "rewards", "aggregator", "agents/care")}
