@@ -27,14 +27,14 @@ def _profile(profile: str, overrides: dict | None, values: list | None = None):
     return load_profile(profile, merged)
 
 
-def _data(uri: str, kind: str) -> Path | None:
-    """'' → the bundled sample (eval: None, the test split); a local path or an s3:// object otherwise."""
+def _data(uri: str, kind: str, tmp: str) -> Path | None:
+    """'' → the bundled sample (eval: None, the test split); a local path, or an s3:// object downloaded into `tmp`."""
     from cmva.data import SAMPLE_MIC, SAMPLE_SOCIALCHEM
     from cmva.storage import fetch_file
 
     if not uri:
         return {"mic": SAMPLE_MIC, "socialchem": SAMPLE_SOCIALCHEM}.get(kind)
-    return fetch_file(uri, tempfile.mkdtemp(prefix=f"cmva-{kind}-"))
+    return fetch_file(uri, Path(tmp) / kind)
 
 
 def _values(profile):
@@ -71,9 +71,10 @@ def run_stage(
 
     st = stage(name)
     p = _profile(profile, overrides, values)
-    data = {d: _data(data_uris.get(f"{d}_uri", ""), d) for d in st.data}
     dirs = {k: agents_by_value([d]) if k == "agents" else Path(d) for k, d in inputs.items()}
-    st.run(Path(out), StageCall(p, _values(p), data, dirs, value, nproc))
+    with tempfile.TemporaryDirectory(prefix="cmva-data-") as tmp:  # downloaded data files live as long as the stage
+        data = {d: _data(data_uris.get(f"{d}_uri", ""), d, tmp) for d in st.data}
+        st.run(Path(out), StageCall(p, _values(p), data, dirs, value, nproc))
     return _finite(st.summary(Path(out)) if st.summary else {})
 
 
