@@ -19,8 +19,6 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
 from bench.common import write_result
 
 LAYOUTS = (
@@ -39,7 +37,7 @@ def run_layout(run: str | Path) -> dict[str, Path]:
     raise SystemExit(f"{root}: no finished run there (needs base model, reward models and an evaluation report)")
 
 
-def test_answers(report_dir: Path) -> dict[str, dict[str, str]]:
+def evaluation_answers(report_dir: Path) -> dict[str, dict[str, str]]:
     """system → {row id → answer} for the evaluation's test rows (no probes)."""
     out: dict[str, dict[str, str]] = {}
     for line in (report_dir / "generations.jsonl").read_text().splitlines():
@@ -136,16 +134,6 @@ def render(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sets(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(val)
-    return out
-
-
 def main(argv: list[str] | None = None, train=train_and_answer) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a finished run (kfp.local outputs/cmva-gs-<id> or `cmva run` dir)")
@@ -157,17 +145,18 @@ def main(argv: list[str] | None = None, train=train_and_answer) -> Path:
     a = ap.parse_args(argv)
     import tempfile
 
+    from cmva.cli import _overrides
     from cmva.data import load_mic
     from cmva.rewards import RewardModel
     from cmva.values import resolve_values
 
     paths = run_layout(a.run)
-    gens = test_answers(paths["report"])
+    gens = evaluation_answers(paths["report"])
     if f"agent:{a.value}" not in gens:
         raise SystemExit(f"the run's evaluation has no agent {a.value!r}: {sorted(gens)}")
     report = json.loads((paths["report"] / "report.json").read_text())
     rows = [r for r in load_mic(report["data"], resolve_values(), split="test")[0] if r["id"] in gens["pt"]]
-    sets = _sets(a.sets)
+    sets = _overrides(a.sets)  # the cmva CLI's own --set parsing
     work = Path(a.work or tempfile.mkdtemp(prefix="cmva-agent-trial-"))
     t = train(paths, a.value, a.profile, dict(sets), work, [r["question"] for r in rows])
     judge = RewardModel.load(paths["rewards"])
