@@ -86,15 +86,17 @@ def train_and_answer(
     report = json.loads((paths["report"] / "report.json").read_text())
     profile = load_profile(profile_name, sets)
     values = resolve_values(profile.values)
+    data = Path(report["data"])
     t0 = time.time()
     summary = train_agent(
         value,
         paths["base"],
         paths["rewards"],
-        training_questions(Path(report["data"]), values),
+        training_questions(data, values),
         out,
         profile.agent,
         profile.seed,
+        dev_questions=training_questions(data, values, "dev") if profile.agent.select_every else None,
     )
     train_s = round(time.time() - t0, 1)
     engine = Engine(paths["base"], {value: out}, dtype=profile.base.dtype)
@@ -131,6 +133,9 @@ def render(r: dict) -> str:
             f"{c[k]['gap_closed']:.0%} | {sum(row) / len(row):.3f} |"
         )
     lines += ["", "Specialisation row P[r_v(agent v) > r_v(agent j)]: " + json.dumps(s)]
+    if r.get("dev_history"):
+        judged = ", ".join(f"{h['step']}: {h['dev_reward']:.3f}" for h in r["dev_history"])
+        lines += ["", f"Dev-checkpoint selection kept step {r['selected_step']} (mean dev reward by step: {judged})."]
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None, train=train_and_answer) -> Path:
     a = ap.parse_args(argv)
     import tempfile
 
-    from cmva.cli import _overrides
+    from cmva.config import parse_sets
     from cmva.data import load_mic
     from cmva.rewards import RewardModel
     from cmva.values import resolve_values
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None, train=train_and_answer) -> Path:
         raise SystemExit(f"the run's evaluation has no agent {a.value!r}: {sorted(gens)}")
     report = json.loads((paths["report"] / "report.json").read_text())
     rows = [r for r in load_mic(report["data"], resolve_values(), split="test")[0] if r["id"] in gens["pt"]]
-    sets = _overrides(a.sets)  # the cmva CLI's own --set parsing
+    sets = parse_sets(a.sets)  # the cmva CLI's own --set parsing
     work = Path(a.work or tempfile.mkdtemp(prefix="cmva-agent-trial-"))
     t = train(paths, a.value, a.profile, dict(sets), work, [r["question"] for r in rows])
     judge = RewardModel.load(paths["rewards"])
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None, train=train_and_answer) -> Path:
         "sets": sets,
         "questions": len(rows),
         "train_s": t["train_s"],
-        **{k: summ.get(k) for k in ("reward_first", "reward_last", "kl_last")},
+        **{k: summ.get(k) for k in ("reward_first", "reward_last", "kl_last", "selected_step", "dev_history")},
         **compare(a.value, scores, others),
         "answers": t["answers"],
     }

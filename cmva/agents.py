@@ -99,10 +99,13 @@ def train_agent(
     cfg: AgentCfg | None = None,
     seed: int = 0,
     dtype: str = "float32",
+    dev_questions: list[str] | None = None,
 ) -> dict:
     """RL-fine-tune a LoRA adapter on the PT model for one value; save adapter, model card, curves.
 
-    Under torchrun every rank trains on its share of the recipe's global batch; rank 0 alone writes.
+    Under torchrun every rank trains on its share of the recipe's global batch; rank 0 alone writes. With
+    `cfg.select_every` the adapter kept is the step whose greedy answers to `dev_questions` scored best
+    (cmva.agent_selection); otherwise the last step's.
 
     Returns:
         Summary: first/last mean reward, last KL, steps, wall time, processes and global batch.
@@ -128,17 +131,21 @@ def train_agent(
     tok = load_tokenizer(base_path)
     model = load_causal_lm(base_path, dtype)
     model.generation_config.pad_token_id = tok.pad_token_id
+    reward = reward_function(reward_model, value, contrast=cfg.reward == "contrast")
     trainer = RLOOTrainer(
         model=model,
-        reward_funcs=reward_function(reward_model, value, contrast=cfg.reward == "contrast"),
+        reward_funcs=reward,
         args=rloo_config(cfg, out, seed),
         train_dataset=dataset,
         processing_class=tok,
         peft_config=lora_config(cfg.lora),
     )
     sampling.install(trainer.model, seed)  # 2 processes sample what 1 process would (cmva.sampling)
+    selection = _selection(trainer, tok, dev_questions, reward, cfg)
     t0 = time.time()
     trainer.train()
+    if selection:
+        selection.restore(trainer.model)
     history = [
         {"step": h["step"], "reward": h.get("reward"), "kl": h.get("kl"), "loss": h.get("loss")}
         for h in trainer.state.log_history
@@ -155,10 +162,32 @@ def train_agent(
         "beta": cfg.beta,
         "reward": cfg.reward,
         **batch_summary(trainer.args),
+        **(selection.summary() if selection else {}),
     }
     if is_main():
         _write_agent(trainer, out, value, cfg, history, summary)
     return summary
+
+
+def _selection(trainer, tok, dev_questions: list[str] | None, reward, cfg: AgentCfg):
+    """The dev-checkpoint selection callback, added to `trainer`, when the recipe asks for one (else None)."""
+    if not cfg.select_every:
+        return None
+    from cmva.agent_selection import DevSelection
+
+    questions = (dev_questions or [])[: cfg.select_questions]
+    sel = DevSelection(
+        trainer.model,
+        tok,
+        questions,
+        reward,
+        every=cfg.select_every,
+        start=cfg.select_from,
+        patience=cfg.select_patience,
+        max_new_tokens=cfg.max_completion_length,
+    )
+    trainer.add_callback(sel)
+    return sel
 
 
 def batch_summary(args) -> dict:
@@ -226,6 +255,7 @@ LoRA adapter on the cmva base model, fine-tuned with TRL's RLOO against the `{va
 | LoRA r / alpha | {cfg.lora.r} / {cfg.lora.alpha} |
 | mean reward first → last step | {summary["reward_first"]} → {summary["reward_last"]} |
 | KL at last step | {summary["kl_last"]} |
+| step kept (dev-checkpoint selection) | {summary.get("selected_step") or "the last (no selection)"} |
 | wall time (s) | {summary["wall_s"]} |
 
 Curves: `reward_kl.png`. Per-step log: `training_log.json`.

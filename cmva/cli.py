@@ -83,15 +83,12 @@ ScOpt = Annotated[Path | None, typer.Option(help="SocialChem-schema TSV (default
 
 
 def _overrides(sets: list[str] | None) -> dict:
-    import yaml
+    from cmva.config import parse_sets
 
-    out = {}
-    for item in sets or []:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(val)
-    return out
+    try:
+        return parse_sets(sets)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
 
 
 def _open_run(artifacts: Path, profile: str, sets, mic, socialchem, keep: bool = False):

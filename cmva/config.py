@@ -130,6 +130,13 @@ class AgentCfg(_Stage):
     max_prompts: int | None = None  # cap on training questions (None: all MIC training questions)
     # "value": reward r_v (the paper); "contrast": r_v − mean of the other values' rewards (cmva.rewards.reward_function)
     reward: Literal["value", "contrast"] = "value"
+    # Checkpoint selection (cmva.agent_selection): every select_every steps from select_from (0: off, the last step is
+    # kept), greedy answers to ≤ select_questions MIC dev questions are scored by the value's reward and the best
+    # step's adapter is kept; select_patience > 0 stops training after that many judgements without a new best.
+    select_every: int = Field(0, ge=0)
+    select_from: int = Field(1, ge=1)
+    select_patience: int = Field(0, ge=0)
+    select_questions: int | None = Field(None, ge=1)
     lora: LoraCfg = LoraCfg()
     extra: dict = {}  # any other trl.RLOOConfig field, passed through
 
@@ -220,6 +227,24 @@ def load_profile(name_or_path: str, overrides: dict | None = None) -> Profile:
         if not path.is_file():
             raise ValueError(f"unknown profile {name_or_path!r}; shipped profiles: {', '.join(PROFILES)}")
     return with_overrides(yaml.safe_load(path.read_text()) or {}, overrides)
+
+
+def parse_sets(items: list[str] | None) -> dict:
+    """`["agent.beta=0.2", "seed=1"]` → `{"agent.beta": 0.2, "seed": 1}`: the CLI's `--set key=value`, values read as
+    YAML scalars.
+
+    Raises:
+        ValueError: If an item has no `=`.
+    """
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(val)
+    return out
 
 
 def with_overrides(data: dict | Profile, overrides: dict | None) -> Profile:

@@ -82,10 +82,10 @@ def _train_rewards(out: Path, c: StageCall) -> None:
     train_rewards(out, c.data["socialchem"], c.data["mic"], c.values, c.profile.rewards, seed=c.profile.seed)
 
 
-def training_questions(mic: Path, values: list[MoralValue]) -> list[str]:
+def training_questions(mic: Path, values: list[MoralValue], split: str = "train") -> list[str]:
     from cmva.data import load_mic
 
-    ds, _ = load_mic(mic, values, split="train")
+    ds, _ = load_mic(mic, values, split=split)
     return list(dict.fromkeys(ds["question"]))  # unique, file order
 
 
@@ -98,8 +98,9 @@ def _train_agent(out: Path, c: StageCall) -> None:
         raise ValueError(f"value {c.value!r} is not in the profile's values {[v.name for v in c.values]}")
     p, i = c.profile, c.inputs
     questions = training_questions(c.data["mic"], c.values)
+    dev = training_questions(c.data["mic"], c.values, "dev") if p.agent.select_every else None
     distributed.call(
-        c.nproc, train_agent, c.value, i["base"], i["rewards"], questions, out, p.agent, p.seed, p.base.dtype
+        c.nproc, train_agent, c.value, i["base"], i["rewards"], questions, out, p.agent, p.seed, p.base.dtype, dev
     )
 
 

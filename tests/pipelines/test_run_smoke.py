@@ -44,6 +44,9 @@ def test_lora_weights_changed_and_base_untouched(smoke_run):
     assert log and all(h["reward"] is not None and h["kl"] is not None for h in log)
     assert (out / "agents" / "care" / "reward_kl.png").stat().st_size > 1000
     assert (out / "agents" / "care" / "README.md").read_text().startswith("---\nlibrary_name: peft")
+    summary = json.loads((out / "agents" / "care" / "summary.json").read_text())
+    assert [h["step"] for h in summary["dev_history"]] == [1, 2]  # the smoke recipe judges every step on dev
+    assert summary["selected_step"] in (1, 2)
 
 
 def test_aggregator_data_has_several_profiles_per_question(smoke_run):

@@ -25,6 +25,24 @@ def test_overrides_and_typos():
         load_profile("huge")
 
 
+def test_set_items_parse_as_yaml_scalars():
+    from cmva.config import parse_sets
+
+    assert parse_sets(["agent.beta=0.2", "seed=1", "agent.reward=contrast"]) == {
+        "agent.beta": 0.2,
+        "seed": 1,
+        "agent.reward": "contrast",
+    }
+    with pytest.raises(ValueError, match="key=value, got 'seed'"):
+        parse_sets(["seed"])
+
+
+def test_agent_selection_settings_are_checked():
+    assert load_profile("cpu").agent.select_every == 0  # off in the cpu recipe (cmva/recipes/cpu.yaml)
+    with pytest.raises(ValidationError, match="select_every"):
+        load_profile("smoke", {"agent.select_every": -1})
+
+
 def test_agent_config_validation(tmp_path):
     with pytest.raises(ValueError, match="multiple of agent.num_generations"):
         rloo_config(AgentCfg(per_device_train_batch_size=6, num_generations=4), tmp_path)
