@@ -72,7 +72,7 @@ def compare(value: str, scores: dict[str, list[float]], others: dict[str, list[f
 
 
 def train_and_answer(
-    paths: dict[str, Path], value: str, profile_name: str, sets: dict, out: Path, questions: list[str]
+    paths: dict[str, Path], report: dict, value: str, profile_name: str, sets: dict, out: Path, questions: list[str]
 ) -> dict:
     """Train the agent with the run's profile + `sets` on the run's MIC training questions; its greedy answers to
     `questions` with the evaluation's generation settings; the training summary."""
@@ -83,7 +83,6 @@ def train_and_answer(
     from cmva.stages import training_questions
     from cmva.values import resolve_values
 
-    report = json.loads((paths["report"] / "report.json").read_text())
     profile = load_profile(profile_name, sets)
     values = resolve_values(profile.values)
     data = Path(report["data"])
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None, train=train_and_answer) -> Path:
     rows = [r for r in load_mic(report["data"], resolve_values(), split="test")[0] if r["id"] in gens["pt"]]
     sets = parse_sets(a.sets)  # the cmva CLI's own --set parsing
     work = Path(a.work or tempfile.mkdtemp(prefix="cmva-agent-trial-"))
-    t = train(paths, a.value, a.profile, dict(sets), work, [r["question"] for r in rows])
+    t = train(paths, report, a.value, a.profile, dict(sets), work, [r["question"] for r in rows])
     judge = RewardModel.load(paths["rewards"])
     score = lambda texts: judge.score(texts)[a.value]  # noqa: E731
     ids = [r["id"] for r in rows]

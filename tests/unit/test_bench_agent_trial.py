@@ -43,7 +43,7 @@ def test_the_retrained_agent_is_compared_on_the_runs_test_answers(tmp_path, monk
     monkeypatch.setattr(rewards.RewardModel, "load", staticmethod(lambda path: _Judge()))
     asked = {}
 
-    def train(paths, value, profile, sets, out, questions):
+    def train(paths, report, value, profile, sets, out, questions):
         asked.update(value=value, profile=profile, sets=sets, n=len(questions))
         return {
             "answers": ["kind"] * len(questions),
