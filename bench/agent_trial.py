@@ -80,7 +80,7 @@ def train_and_answer(
     from cmva.aggregator import agent_answers
     from cmva.config import load_profile
     from cmva.engine import Engine
-    from cmva.stages import training_questions
+    from cmva.stages import mic_questions
     from cmva.values import resolve_values
 
     profile = load_profile(profile_name, sets)
@@ -91,11 +91,11 @@ def train_and_answer(
         value,
         paths["base"],
         paths["rewards"],
-        training_questions(data, values),
+        mic_questions(data, values),
         out,
         profile.agent,
         profile.seed,
-        dev_questions=training_questions(data, values, "dev") if profile.agent.select_every else None,
+        dev_questions=mic_questions(data, values, "dev") if profile.agent.select_every else None,
     )
     train_s = round(time.time() - t0, 1)
     engine = Engine(paths["base"], {value: out}, dtype=profile.base.dtype)

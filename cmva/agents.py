@@ -60,8 +60,13 @@ def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0, world: int | None =
     its share, so one optimisation step sees per_device_train_batch_size × gradient_accumulation_steps completions
     (TRL's generation batch) of per_device_train_batch_size / num_generations prompts per micro-step, at any world.
     """
+    from transformers import SchedulerType
     from trl import RLOOConfig
 
+    if cfg.lr_scheduler_type not in {t.value for t in SchedulerType}:
+        raise ValueError(
+            f"agent.lr_scheduler_type {cfg.lr_scheduler_type!r} is not one of {[t.value for t in SchedulerType]}"
+        )
     if cfg.per_device_train_batch_size % cfg.num_generations:
         raise ValueError(
             f"agent.per_device_train_batch_size ({cfg.per_device_train_batch_size}) must be a multiple of "
@@ -73,19 +78,27 @@ def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0, world: int | None =
     accum = extra.get("gradient_accumulation_steps", 1)
     field = "agent.per_device_train_batch_size"
     per_device = per_device_batch(cfg.per_device_train_batch_size * accum, accum, field, world)
-    return RLOOConfig(
-        output_dir=str(out_dir / "trainer"),
+    fields = dict(
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
         beta=cfg.beta,
         per_device_train_batch_size=per_device,
         num_generations=cfg.num_generations,
         num_iterations=cfg.num_iterations,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
+    )
+    if clash := sorted(set(fields) & set(extra)):
+        raise ValueError(
+            f"set agent.{clash[0]} itself, not agent.extra.{clash[0]}: it is one of the agent's own fields"
+        )
+    return RLOOConfig(
+        output_dir=str(out_dir / "trainer"),
         disable_tqdm=False,
         # Checkpointing disables the KV cache in generation (quadratic decode); small models do not need it.
         gradient_checkpointing=cfg.extra.get("gradient_checkpointing", False),
+        **fields,
         **trainer_kwargs(seed, extra),
     )
 

@@ -118,6 +118,8 @@ class AgentCfg(_Stage):
 
     max_steps: int = 40
     learning_rate: float = 3e-4
+    # transformers' schedule names: "linear" (TRL's default, decays to 0 at max_steps), "constant", "cosine", …
+    lr_scheduler_type: str = "linear"
     beta: float = 0.05  # KL coefficient: reward - beta * KL(policy || PT model)
     # Completions per micro-step over ALL processes (the name is TRL's; it is the per-device batch at one process):
     # × gradient_accumulation_steps (extra) = the global batch of one optimisation step, the same for any number of

@@ -82,7 +82,8 @@ def _train_rewards(out: Path, c: StageCall) -> None:
     train_rewards(out, c.data["socialchem"], c.data["mic"], c.values, c.profile.rewards, seed=c.profile.seed)
 
 
-def training_questions(mic: Path, values: list[MoralValue], split: str = "train") -> list[str]:
+def mic_questions(mic: Path, values: list[MoralValue], split: str = "train") -> list[str]:
+    """The unique questions of one MIC split (train: the agents' RL prompts; dev: checkpoint selection)."""
     from cmva.data import load_mic
 
     ds, _ = load_mic(mic, values, split=split)
@@ -97,8 +98,8 @@ def _train_agent(out: Path, c: StageCall) -> None:
     if c.value not in [v.name for v in c.values]:
         raise ValueError(f"value {c.value!r} is not in the profile's values {[v.name for v in c.values]}")
     p, i = c.profile, c.inputs
-    questions = training_questions(c.data["mic"], c.values)
-    dev = training_questions(c.data["mic"], c.values, "dev") if p.agent.select_every else None
+    questions = mic_questions(c.data["mic"], c.values)
+    dev = mic_questions(c.data["mic"], c.values, "dev") if p.agent.select_every else None
     distributed.call(
         c.nproc, train_agent, c.value, i["base"], i["rewards"], questions, out, p.agent, p.seed, p.base.dtype, dev
     )

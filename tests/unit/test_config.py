@@ -48,6 +48,15 @@ def test_agent_config_validation(tmp_path):
         rloo_config(AgentCfg(per_device_train_batch_size=6, num_generations=4), tmp_path)
     with pytest.raises(ValueError, match="beta must be > 0"):
         rloo_config(AgentCfg(beta=0.0), tmp_path)
+    with pytest.raises(ValueError, match="set agent.learning_rate itself"):
+        rloo_config(AgentCfg(extra={"learning_rate": 1e-3}), tmp_path)
+
+
+def test_agent_learning_rate_schedule_reaches_trl(tmp_path):
+    assert rloo_config(AgentCfg(), tmp_path).lr_scheduler_type == "linear"  # TRL's default, decays to 0
+    assert rloo_config(load_profile("cpu").agent, tmp_path).lr_scheduler_type == "constant"  # cpu.yaml
+    with pytest.raises(ValueError, match="agent.lr_scheduler_type .warp. is not one of"):
+        rloo_config(AgentCfg(lr_scheduler_type="warp"), tmp_path)
 
 
 def test_storage_settings_follow_kserve_env(monkeypatch):
