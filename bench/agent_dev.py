@@ -62,21 +62,14 @@ def dev_compare(scores: dict[str, dict[str, list[float]]]) -> dict:
     """
     import numpy as np
 
-    from cmva.profile_metrics import bootstrap_ci
+    from cmva.reward_diagnostics import conformity  # the paired Δ + bootstrap CI of paper Table 1, run as baseline
 
-    values: dict[str, dict] = {}
-    for v, base in scores[RUN].items():
-        b = np.asarray(base, dtype=float)
-        row = {RUN: {"mean": float(b.mean())}}
-        for name, by_value in scores.items():
-            if name != RUN and v in by_value:
-                d = np.asarray(by_value[v], dtype=float) - b
-                row[name] = {
-                    "mean": float(b.mean() + d.mean()),
-                    "delta": float(d.mean()),
-                    "delta_ci95": bootstrap_ci(d),
-                }
-        values[v] = row
+    run = scores[RUN]
+    values = {v: {RUN: {"mean": float(np.mean(b))}} for v, b in run.items()}
+    for name, by_value in scores.items():
+        if name != RUN:
+            for v, c in conformity(run, by_value).items():
+                values[v][name] = {"mean": c["agent"], "delta": c["delta"], "delta_ci95": c["delta_ci95"]}
     names = [n for n in scores if n != RUN]
     mean = {n: float(np.mean([r[n]["delta"] for r in values.values() if n in r])) for n in names}
     return {"values": values, "mean_delta": mean}
