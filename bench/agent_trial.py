@@ -86,6 +86,7 @@ def train_and_answer(
     profile = load_profile(profile_name, sets)
     values = resolve_values(profile.values)
     data = Path(report["data"])
+    cfg = profile.agent_for(value)
     t0 = time.time()
     summary = train_agent(
         value,
@@ -93,9 +94,9 @@ def train_and_answer(
         paths["rewards"],
         mic_questions(data, values),
         out,
-        profile.agent,
-        profile.seed,
-        dev_questions=mic_questions(data, values, "dev") if profile.agent.select_every else None,
+        cfg,
+        cfg.seed,
+        dev_questions=mic_questions(data, values, "dev") if cfg.select_every else None,
     )
     train_s = round(time.time() - t0, 1)
     engine = Engine(paths["base"], {value: out}, dtype=profile.base.dtype)

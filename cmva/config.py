@@ -74,7 +74,7 @@ class StorageSettings(BaseSettings):
 # ---------------------------------------------------------------------------------------------------
 # Run profiles (README, "Profiles"). Each profile is one YAML recipe in cmva/recipes/, one section per stage.
 # ---------------------------------------------------------------------------------------------------
-from pydantic import BaseModel, ConfigDict, field_validator  # noqa: E402
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator  # noqa: E402
 
 # The dtypes a model generates in on a CPU too (serving's `--dtype`, `evaluate.dtype`; cmva.models.generation_dtype).
 GenerationDtype = Literal["float32", "bfloat16"]
@@ -141,6 +141,37 @@ class AgentCfg(_Stage):
     select_questions: int | None = Field(None, ge=1)
     lora: LoraCfg = LoraCfg()
     extra: dict = {}  # any other trl.RLOOConfig field, passed through
+    seed: int | None = None  # None: the profile's seed
+    # Settings of one value's agent that differ from the ones above, e.g. `{fairness: {seed: 2}}`: where a choice was
+    # made per value (on the MIC dev questions, bench/agent_dev). Checked when the recipe loads (`for_value`).
+    per_value: dict[str, dict] = {}
+
+    @model_validator(mode="after")
+    def _check_per_value(self) -> AgentCfg:
+        for value in self.per_value:
+            self.for_value(value)
+        return self
+
+    def for_value(self, value: str) -> AgentCfg:
+        """This value's agent settings: the shared ones with `per_value[value]` applied, validated like a recipe's.
+
+        Raises:
+            ValueError: an override names no agent setting, nests `per_value`, or has a value of the wrong type;
+                the message names `agent.per_value.<value>.<setting>`.
+        """
+        override = self.per_value.get(value, {})
+        unknown = sorted(set(override) - set(type(self).model_fields) | ({"per_value"} & set(override)))
+        if unknown:
+            raise ValueError(
+                f"agent.per_value.{value}: {unknown} are not agent settings "
+                f"(one of {sorted(set(type(self).model_fields) - {'per_value'})})"
+            )
+        merged = {**self.model_dump(exclude={"per_value"}), **override}
+        try:
+            return type(self).model_validate(merged)
+        except ValidationError as e:
+            where = ", ".join(".".join(map(str, err["loc"])) + f": {err['msg']}" for err in e.errors())
+            raise ValueError(f"agent.per_value.{value}: {where}") from None
 
 
 class AggregatorCfg(_Stage):
@@ -207,6 +238,18 @@ class Profile(_Stage):
     aggregator: AggregatorCfg = AggregatorCfg()
     evaluate: EvalCfg = EvalCfg()
     gate: GateCfg = GateCfg()  # decides publishing only: no artifact depends on it
+
+    @model_validator(mode="after")
+    def _check_agent_values(self) -> Profile:
+        stray = sorted(set(self.agent.per_value) - set(self.values))
+        if stray:
+            raise ValueError(f"agent.per_value: {stray} are not values of this profile ({self.values})")
+        return self
+
+    def agent_for(self, value: str) -> AgentCfg:
+        """The settings `value`'s agent trains with: `agent` with its `per_value` entry, the seed filled in."""
+        cfg = self.agent.for_value(value)
+        return cfg if cfg.seed is not None else cfg.model_copy(update={"seed": self.seed})
 
 
 PROFILES = ("smoke", "cpu", "paper")

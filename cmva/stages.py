@@ -99,9 +99,10 @@ def _train_agent(out: Path, c: StageCall) -> None:
         raise ValueError(f"value {c.value!r} is not in the profile's values {[v.name for v in c.values]}")
     p, i = c.profile, c.inputs
     questions = mic_questions(c.data["mic"], c.values)
-    dev = mic_questions(c.data["mic"], c.values, "dev") if p.agent.select_every else None
+    cfg = p.agent_for(c.value)
+    dev = mic_questions(c.data["mic"], c.values, "dev") if cfg.select_every else None
     distributed.call(
-        c.nproc, train_agent, c.value, i["base"], i["rewards"], questions, out, p.agent, p.seed, p.base.dtype, dev
+        c.nproc, train_agent, c.value, i["base"], i["rewards"], questions, out, cfg, cfg.seed, p.base.dtype, dev
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from pydantic import ValidationError
 
@@ -57,6 +59,53 @@ def test_agent_learning_rate_schedule_reaches_trl(tmp_path):
     assert rloo_config(load_profile("cpu").agent, tmp_path).lr_scheduler_type == "constant"  # cpu.yaml
     with pytest.raises(ValueError, match="agent.lr_scheduler_type .warp. is not one of"):
         rloo_config(AgentCfg(lr_scheduler_type="warp"), tmp_path)
+
+
+def test_per_value_agent_settings_override_the_shared_ones():
+    p = load_profile("smoke", {"seed": 7, "agent.per_value": {"fairness": {"seed": 2, "learning_rate": 1e-3}}})
+    fairness, care = p.agent_for("fairness"), p.agent_for("care")
+    assert (fairness.seed, fairness.learning_rate) == (2, 1e-3)
+    assert (care.seed, care.learning_rate) == (7, p.agent.learning_rate)  # the profile's seed, the shared rate
+    assert fairness.max_steps == care.max_steps == p.agent.max_steps
+
+
+@pytest.mark.parametrize(
+    ("per_value", "message"),
+    [
+        ({"fairnes": {"seed": 2}}, r"agent.per_value: \['fairnes'\] are not values of this profile"),
+        ({"fairness": {"sed": 2}}, r"agent.per_value.fairness: \['sed'\] are not agent settings"),
+        ({"fairness": {"seed": "two"}}, r"agent.per_value.fairness: seed: Input should be a valid integer"),
+        ({"fairness": {"per_value": {}}}, r"agent.per_value.fairness: \['per_value'\] are not agent settings"),
+        ({"fairness": {"lora": {"rank": 8}}}, r"agent.per_value.fairness: lora.rank: Extra inputs"),
+    ],
+)
+def test_per_value_agent_settings_are_checked_when_the_recipe_loads(per_value, message):
+    with pytest.raises(ValidationError, match=message):
+        load_profile("smoke", {"agent.per_value": per_value})
+
+
+def test_the_agent_stage_trains_with_its_values_settings(monkeypatch, tmp_path):
+    from cmva import distributed, stages
+    from cmva.values import resolve_values
+
+    calls = []
+    monkeypatch.setattr(stages, "mic_questions", lambda mic, values, split="train": [f"{split} question"])
+    monkeypatch.setattr(distributed, "call", lambda nproc, fn, *args: calls.append(args))
+    profile = load_profile("smoke", {"agent.per_value": {"care": {"seed": 3, "select_every": 0}}})
+    for value in ("care", "fairness"):
+        call = stages.StageCall(
+            profile, resolve_values(profile.values), {"mic": tmp_path}, {"base": "b", "rewards": "r"}
+        )
+        stages.BY_NAME["train-agent"].run(tmp_path, dataclasses.replace(call, value=value))
+    (_, *_, care_cfg, care_seed, _, care_dev), (*_, fair_cfg, fair_seed, _, fair_dev) = calls
+    assert profile.agent.select_every > 0  # the smoke recipe judges dev checkpoints; care's agent is told not to
+    assert (care_cfg.seed, care_seed, care_cfg.select_every, care_dev) == (3, 3, 0, None)
+    assert (fair_cfg.seed, fair_seed, fair_cfg.select_every, fair_dev) == (
+        0,
+        0,
+        profile.agent.select_every,
+        ["dev question"],
+    )
 
 
 def test_storage_settings_follow_kserve_env(monkeypatch):
