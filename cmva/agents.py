@@ -174,6 +174,7 @@ def train_agent(
         "algorithm": "RLOO (trl)",
         "beta": cfg.beta,
         "reward": cfg.reward,
+        "seed": seed,
         **batch_summary(trainer.args),
         **(selection.summary() if selection else {}),
     }
@@ -260,7 +261,8 @@ LoRA adapter on the cmva base model, fine-tuned with TRL's RLOO against the `{va
 |---|---|
 | reward | {"r_" + value + " − mean of the other values' rewards" if cfg.reward == "contrast" else "r_" + value} |
 | steps | {summary["steps"]} |
-| learning rate | {cfg.learning_rate} |
+| learning rate, schedule | {cfg.learning_rate}, {cfg.lr_scheduler_type} |
+| seed | {summary["seed"]} |
 | global batch (completions) / generations per prompt | {summary["global_batch"]} / {cfg.num_generations} |
 | processes × per-device batch | {summary["processes"]} × {summary["per_device_batch"]} |
 | optimisation passes per generated batch | {cfg.num_iterations} |

@@ -47,6 +47,7 @@ def test_lora_weights_changed_and_base_untouched(smoke_run):
     summary = json.loads((out / "agents" / "care" / "summary.json").read_text())
     assert [h["step"] for h in summary["dev_history"]] == [1, 2]  # the smoke recipe judges every step on dev
     assert summary["selected_step"] in (1, 2)
+    assert summary["seed"] == 0  # the smoke profile's: no per-value seed
 
 
 def test_aggregator_data_has_several_profiles_per_question(smoke_run):
