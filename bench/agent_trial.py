@@ -80,24 +80,13 @@ def train_and_answer(
     from cmva.aggregator import agent_answers
     from cmva.config import load_profile
     from cmva.engine import Engine
-    from cmva.stages import mic_questions
+    from cmva.stages import agent_inputs
     from cmva.values import resolve_values
 
     profile = load_profile(profile_name, sets)
-    values = resolve_values(profile.values)
-    data = Path(report["data"])
-    cfg = profile.agent_for(value)
+    cfg, train_questions, dev = agent_inputs(profile, resolve_values(profile.values), value, Path(report["data"]))
     t0 = time.time()
-    summary = train_agent(
-        value,
-        paths["base"],
-        paths["rewards"],
-        mic_questions(data, values),
-        out,
-        cfg,
-        cfg.seed,
-        dev_questions=mic_questions(data, values, "dev") if cfg.select_every else None,
-    )
+    summary = train_agent(value, paths["base"], paths["rewards"], train_questions, out, cfg, dev_questions=dev)
     train_s = round(time.time() - t0, 1)
     engine = Engine(paths["base"], {value: out}, dtype=profile.base.dtype)
     cfg = report["config"]

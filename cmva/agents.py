@@ -110,7 +110,6 @@ def train_agent(
     questions: list[str],
     out_dir: str | Path,
     cfg: AgentCfg | None = None,
-    seed: int = 0,
     dtype: str = "float32",
     dev_questions: list[str] | None = None,
 ) -> dict:
@@ -118,7 +117,8 @@ def train_agent(
 
     Under torchrun every rank trains on its share of the recipe's global batch; rank 0 alone writes. With
     `cfg.select_every` the adapter kept is the step whose greedy answers to `dev_questions` scored best
-    (cmva.agent_selection); otherwise the last step's.
+    (cmva.agent_selection); otherwise the last step's. Seeded by `cfg.seed` (None: 0; `Profile.agent_for` fills in
+    the profile's).
 
     Returns:
         Summary: first/last mean reward, last KL, steps, wall time, processes and global batch.
@@ -134,6 +134,7 @@ def train_agent(
     from cmva.rewards import RewardModel, reward_function
 
     cfg = cfg or AgentCfg()
+    seed = cfg.seed if cfg.seed is not None else 0
     out = Path(out_dir)
     if cfg.max_prompts:
         questions = questions[: cfg.max_prompts]

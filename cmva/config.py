@@ -143,7 +143,8 @@ class AgentCfg(_Stage):
     extra: dict = {}  # any other trl.RLOOConfig field, passed through
     seed: int | None = None  # None: the profile's seed
     # Settings of one value's agent that differ from the ones above, e.g. `{fairness: {seed: 2}}`: where a choice was
-    # made per value (on the MIC dev questions, bench/agent_dev). Checked when the recipe loads (`for_value`).
+    # made per value (on the MIC dev questions, bench/agent_dev). Checked when the recipe loads (`for_value`). A nested
+    # setting (lora, extra) given here replaces the shared one whole.
     per_value: dict[str, dict] = {}
 
     @model_validator(mode="after")
@@ -156,16 +157,12 @@ class AgentCfg(_Stage):
         """This value's agent settings: the shared ones with `per_value[value]` applied, validated like a recipe's.
 
         Raises:
-            ValueError: an override names no agent setting, nests `per_value`, or has a value of the wrong type;
-                the message names `agent.per_value.<value>.<setting>`.
+            ValueError: an override nests `per_value`, names no agent setting or has a value of the wrong type;
+                the message names `agent.per_value.<value>[.<setting>]`.
         """
         override = self.per_value.get(value, {})
-        unknown = sorted(set(override) - set(type(self).model_fields) | ({"per_value"} & set(override)))
-        if unknown:
-            raise ValueError(
-                f"agent.per_value.{value}: {unknown} are not agent settings "
-                f"(one of {sorted(set(type(self).model_fields) - {'per_value'})})"
-            )
+        if "per_value" in override:
+            raise ValueError(f"agent.per_value.{value}.per_value: per-value settings do not nest")
         merged = {**self.model_dump(exclude={"per_value"}), **override}
         try:
             return type(self).model_validate(merged)

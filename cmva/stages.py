@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmva.config import Profile, StageResources
+from cmva.config import AgentCfg, Profile, StageResources
 from cmva.values import MoralValue
 
 log = logging.getLogger(__name__)
@@ -97,13 +97,20 @@ def _train_agent(out: Path, c: StageCall) -> None:
 
     if c.value not in [v.name for v in c.values]:
         raise ValueError(f"value {c.value!r} is not in the profile's values {[v.name for v in c.values]}")
-    p, i = c.profile, c.inputs
-    questions = mic_questions(c.data["mic"], c.values)
-    cfg = p.agent_for(c.value)
-    dev = mic_questions(c.data["mic"], c.values, "dev") if cfg.select_every else None
+    i = c.inputs
+    cfg, questions, dev = agent_inputs(c.profile, c.values, c.value, c.data["mic"])
     distributed.call(
-        c.nproc, train_agent, c.value, i["base"], i["rewards"], questions, out, cfg, cfg.seed, p.base.dtype, dev
+        c.nproc, train_agent, c.value, i["base"], i["rewards"], questions, out, cfg, c.profile.base.dtype, dev
     )
+
+
+def agent_inputs(
+    profile: Profile, values: list[MoralValue], value: str, mic: Path
+) -> tuple[AgentCfg, list[str], list[str] | None]:
+    """One value's agent settings (`Profile.agent_for`), its MIC training questions, and its dev questions when the
+    recipe judges dev checkpoints (else None): what the train-agent stage and bench/agent_trial hand `train_agent`."""
+    cfg = profile.agent_for(value)
+    return cfg, mic_questions(mic, values), mic_questions(mic, values, "dev") if cfg.select_every else None
 
 
 def _build_aggregator_data(out: Path, c: StageCall) -> None:
