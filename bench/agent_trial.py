@@ -10,6 +10,10 @@ seed) answers the same questions with the evaluation's generation settings. Judg
 its conformity to its value over the PT model (paper Table 1: Δ with a bootstrap 95 % CI, share of the gap to 1.0
 closed) beside the run's agent's, and its row of the specialisation matrix P[r_v(agent v) > r_v(agent j)] against
 the run's other agents. Writes bench/results/agent_trial_<value>.md (+ .json).
+
+`--train-only` trains the agent into `--work` and stops (its summary.json, training_log.json, model card there): it
+needs only the run's base and reward models, e.g. of a run stopped after its reward stage; judge such agents on
+the MIC dev questions with bench/agent_dev.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ LAYOUTS = (
 )
 
 
-def run_layout(run: str | Path) -> dict[str, Path]:
-    """The run's base model, reward models and evaluation report directories, in either layout."""
+def run_layout(run: str | Path, need: tuple[str, ...] = ("base", "rewards", "report")) -> dict[str, Path]:
+    """The run's base model, reward models and evaluation report directories (those in `need`), in either layout."""
     root = Path(run)
     for layout in LAYOUTS:
-        paths = {k: root / v for k, v in layout.items()}
+        paths = {k: root / v for k, v in layout.items() if k in need}
         if all(p.is_dir() for p in paths.values()):
             return paths
-    raise SystemExit(f"{root}: no finished run there (needs base model, reward models and an evaluation report)")
+    raise SystemExit(f"{root}: no finished run there (needs {', '.join(need)})")
 
 
 def evaluation_answers(report_dir: Path) -> dict[str, dict[str, str]]:
@@ -71,24 +75,31 @@ def compare(value: str, scores: dict[str, list[float]], others: dict[str, list[f
     }
 
 
-def train_and_answer(
-    paths: dict[str, Path], report: dict, value: str, profile_name: str, sets: dict, out: Path, questions: list[str]
-) -> dict:
-    """Train the agent with the run's profile + `sets` on the run's MIC training questions; its greedy answers to
-    `questions` with the evaluation's generation settings; the training summary."""
+def train(paths: dict[str, Path], value: str, profile_name: str, sets: dict, out: Path, data: Path) -> dict:
+    """Train the agent with the run's profile + `sets` on the MIC training questions of `data` into `out` (the
+    train-agent stage's settings and questions, `cmva.stages.agent_inputs`); the training summary + "train_s"."""
     from cmva.agents import train_agent
-    from cmva.aggregator import agent_answers
     from cmva.config import load_profile
-    from cmva.engine import Engine
     from cmva.stages import agent_inputs
     from cmva.values import resolve_values
 
     profile = load_profile(profile_name, sets)
-    cfg, train_questions, dev = agent_inputs(profile, resolve_values(profile.values), value, Path(report["data"]))
+    cfg, train_questions, dev = agent_inputs(profile, resolve_values(profile.values), value, data)
     t0 = time.time()
     summary = train_agent(value, paths["base"], paths["rewards"], train_questions, out, cfg, dev_questions=dev)
-    train_s = round(time.time() - t0, 1)
-    engine = Engine(paths["base"], {value: out}, dtype=profile.base.dtype)
+    return {**summary, "train_s": round(time.time() - t0, 1), "dtype": profile.base.dtype}
+
+
+def train_and_answer(
+    paths: dict[str, Path], report: dict, value: str, profile_name: str, sets: dict, out: Path, questions: list[str]
+) -> dict:
+    """`train` on the run's data; the agent's greedy answers to `questions` with the evaluation's generation
+    settings; the training summary."""
+    from cmva.aggregator import agent_answers
+    from cmva.engine import Engine
+
+    summary = train(paths, value, profile_name, sets, out, Path(report["data"]))
+    engine = Engine(paths["base"], {value: out}, dtype=summary["dtype"])
     cfg = report["config"]
     answers = agent_answers(
         engine,
@@ -97,7 +108,7 @@ def train_and_answer(
         max_new_tokens=cfg["max_new_tokens"],
         batch_size=cfg["batch_size"],
     )
-    return {"answers": [a[value] for a in answers], "summary": summary, "train_s": train_s}
+    return {"answers": [a[value] for a in answers], "summary": summary, "train_s": summary["train_s"]}
 
 
 def _num(x) -> str:
@@ -128,7 +139,7 @@ def render(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None, train=train_and_answer) -> Path:
+def main(argv: list[str] | None = None, train_answer=train_and_answer) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a finished run (kfp.local outputs/cmva-gs-<id> or `cmva run` dir)")
     ap.add_argument("--value", required=True)
@@ -136,23 +147,32 @@ def main(argv: list[str] | None = None, train=train_and_answer) -> Path:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override, e.g. agent.beta=0.2")
     ap.add_argument("--work", default=None, help="where the new adapter goes (default: a temporary directory)")
     ap.add_argument("--out", default=None, help="results directory (default bench/results)")
+    ap.add_argument(
+        "--train-only",
+        action="store_true",
+        help="only train into --work (needs the run's base and rewards, not its evaluation), on --mic; no report",
+    )
+    ap.add_argument("--mic", default=None, help="with --train-only: MIC-schema CSV (default: the bundled sample)")
     a = ap.parse_args(argv)
     import tempfile
 
     from cmva.config import parse_sets
-    from cmva.data import load_mic
+    from cmva.data import SAMPLE_MIC, load_mic
     from cmva.rewards import RewardModel
     from cmva.values import resolve_values
 
+    sets = parse_sets(a.sets)  # the cmva CLI's own --set parsing
+    work = Path(a.work or tempfile.mkdtemp(prefix="cmva-agent-trial-"))
+    if a.train_only:
+        train(run_layout(a.run, ("base", "rewards")), a.value, a.profile, sets, work, Path(a.mic or SAMPLE_MIC))
+        return work / "summary.json"
     paths = run_layout(a.run)
     gens = evaluation_answers(paths["report"])
     if f"agent:{a.value}" not in gens:
         raise SystemExit(f"the run's evaluation has no agent {a.value!r}: {sorted(gens)}")
     report = json.loads((paths["report"] / "report.json").read_text())
     rows = [r for r in load_mic(report["data"], resolve_values(), split="test")[0] if r["id"] in gens["pt"]]
-    sets = parse_sets(a.sets)  # the cmva CLI's own --set parsing
-    work = Path(a.work or tempfile.mkdtemp(prefix="cmva-agent-trial-"))
-    t = train(paths, report, a.value, a.profile, dict(sets), work, [r["question"] for r in rows])
+    t = train_answer(paths, report, a.value, a.profile, dict(sets), work, [r["question"] for r in rows])
     judge = RewardModel.load(paths["rewards"])
     score = lambda texts: judge.score(texts)[a.value]  # noqa: E731
     ids = [r["id"] for r in rows]

@@ -51,7 +51,10 @@ def test_the_retrained_agent_is_compared_on_the_runs_test_answers(tmp_path, monk
             "train_s": 1,
         }
 
-    md = main(["--run", str(run), "--value", "care", "--set", "agent.beta=0.2", "--out", str(tmp_path / "out")], train)
+    md = main(
+        ["--run", str(run), "--value", "care", "--set", "agent.beta=0.2", "--out", str(tmp_path / "out")],
+        train_answer=train,
+    )
     assert asked == {"value": "care", "profile": "cpu", "sets": {"agent.beta": 0.2}, "n": 3}
     result = json.loads(md.with_suffix(".json").read_text())
     assert result["conformity"]["trial"]["delta"] == pytest.approx(0.8)
@@ -63,3 +66,23 @@ def test_the_retrained_agent_is_compared_on_the_runs_test_answers(tmp_path, monk
 def test_a_directory_without_a_finished_run_is_named(tmp_path):
     with pytest.raises(SystemExit, match="no finished run"):
         main(["--run", str(tmp_path), "--value", "care"])
+
+
+def test_train_only_needs_base_and_rewards_and_trains_with_the_stages_settings(tmp_path, monkeypatch):
+    from cmva import agents
+
+    run = tmp_path / "run"
+    for d in ("base", "rewards"):  # a run stopped after its reward stage: no evaluation report
+        (run / d).mkdir(parents=True)
+    seen = {}
+
+    def train_agent(value, base, rewards, questions, out, cfg, dev_questions=None):
+        seen.update(value=value, base=base, n=len(questions), temperature=cfg.temperature, seed=cfg.seed)
+        return {"value": value}
+
+    monkeypatch.setattr(agents, "train_agent", train_agent)
+    args = ["--run", str(run), "--value", "care", "--set", "agent.per_value.care.temperature=1.2", "--train-only"]
+    out = main([*args, "--work", str(tmp_path / "care")])
+    assert out == tmp_path / "care" / "summary.json"
+    assert seen == {"value": "care", "base": run / "base", "n": seen["n"], "temperature": 1.2, "seed": 0}
+    assert seen["n"] == len({r["question"] for r in load_mic(SAMPLE_MIC, resolve_values(), split="train")[0]})
