@@ -65,3 +65,13 @@ def s3_env(s3_server, monkeypatch):
     monkeypatch.setenv("CMVA_S3_MAX_RETRIES", "1")
     monkeypatch.setenv("CMVA_S3_BACKOFF_S", "0.05")
     return s3_server
+
+
+@pytest.fixture
+def native_bf16():
+    """Skips the test on a CPU without native bf16 matmuls, where cmva refuses bfloat16 generation by design
+    (cmva.models.generation_dtype; the CI machines are not all the same CPU)."""
+    import torch
+
+    if not torch.cuda.is_available() and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no native bf16 matmuls (AVX512-BF16 or AMX): bfloat16 generation is refused here")

@@ -191,7 +191,7 @@ def test_served_aggregator_reads_the_answers_in_its_ranking_order(packed, smoke_
     assert order != by_weight  # so the equality above tells the ranked prompt from the weight-ordered one
 
 
-def test_bfloat16_chain_serves_with_a_bfloat16_backend(smoke_run, tmp_path):
+def test_bfloat16_chain_serves_with_a_bfloat16_backend(native_bf16, smoke_run, tmp_path):
     """`--dtype bfloat16` reaches the predictor, whose backend loads its base model in bfloat16 (on this CPU too),
     and the packed chain answers with every agent. (The smoke model's greedy answers are blank lines, so answers
     cannot tell bfloat16 from float32 here; tests/unit/test_engine.py compares logits.)"""

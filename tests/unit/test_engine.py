@@ -157,7 +157,7 @@ def test_complete_counts_prompt_and_generated_tokens(tiny_base):
     assert [c.completion_tokens for c in eng.complete(msgs, max_new_tokens=5, min_new_tokens=5)] == [5, 5]
 
 
-def test_bfloat16_engine_on_cpu_close_to_float32_and_adapters_still_act(tiny_base, tmp_path):
+def test_bfloat16_engine_on_cpu_close_to_float32_and_adapters_still_act(native_bf16, tiny_base, tmp_path):
     """`exact_dtype` (a server's `--dtype bfloat16`, `evaluate.dtype`) loads the base in bfloat16 on a CPU too; the
     logits stay close to float32's and the adapters still change them."""
     adapters = {"care": _random_adapter(tiny_base, tmp_path / "care", 50)}
