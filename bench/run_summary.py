@@ -80,6 +80,8 @@ def collect(root: Path, log: Path | None) -> dict:
 
 
 def render(d: dict) -> str:
+    from cmva.evaluate import rouge_lines
+
     r, rw = d["report"], d["rewards"]
     names = list(r["conformity"])
     lines = [f"Run `{d['run']}` (started {d['run'][8:18]}) at commit `{d['commit']}`.", ""]
@@ -104,14 +106,7 @@ def render(d: dict) -> str:
         )
     corr = rw["_pairwise_correlation"]["max_pairwise"]
     lines += ["", f"Largest pairwise reward correlation on the test actions: {corr:.3f}.", ""]
-    lines += ["ROUGE F1 against MIC's ground truth (paper Fig. 2), 95 % bootstrap CI of ROUGE-L:", ""]
-    lines += ["| system | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | ROUGE-L 95 % CI |", "|---|---|---|---|---|---|"]
-    for s, x in r["rouge"].items():
-        lo, hi = r["rouge_ci95"][s]["rougeL"]
-        lines.append(
-            f"| {s} | {x['rouge1']:.4f} | {x['rouge2']:.4f} | {x['rougeL']:.4f} | {x['rougeLsum']:.4f} | "
-            f"[{lo:.3f}, {hi:.3f}] |"
-        )
+    lines += ["ROUGE F1 against MIC's ground truth (paper Fig. 2).", "", *rouge_lines(r)]
     lines += ["", "Conformity of each agent to its value (paper Table 1), by the run's reward models:", ""]
     lines += ["| value | PT model | agent | Δ | Δ 95 % CI | gap to 1.0 closed | RL reward first → last | KL last |"]
     lines += ["|---|---|---|---|---|---|---|---|"]

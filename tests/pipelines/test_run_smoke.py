@@ -127,6 +127,11 @@ def test_smoke_evaluation_takes_the_cpu_profiles_paths(smoke_run):
     assert set(report["specialisation"]["matrix"]) == set(VALUES)
     assert all(set(c) >= {"delta_ci95", "gap_closed"} for c in report["conformity"].values())
     assert set(report["rouge_ci95"]["cmva-gs"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    rouge, delta = report["rouge"], report["rougeL_delta"]
+    assert set(delta) == set(rouge) - {"cmva-gs"}
+    for s, d in delta.items():  # a paired difference over the same rows: the difference of the two means
+        assert d["delta"] == pytest.approx(rouge["cmva-gs"]["rougeL"] - rouge[s]["rougeL"])
+        assert d["ci95"][0] <= d["delta"] <= d["ci95"][1]
 
 
 def test_rerun_reuses_finished_stages(smoke_run):

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from cmva.aggregator_data import graded_profiles
-from cmva.profile_metrics import bootstrap_ci, centred_by_question, paired_win_rate, same_opening, sensitivity
+from cmva.evaluate import rouge_lines
+from cmva.profile_metrics import (
+    bootstrap_ci,
+    centred_by_question,
+    paired_delta,
+    paired_win_rate,
+    same_opening,
+    sensitivity,
+)
 
 
 def test_centring_removes_each_values_base_rate_per_question():
@@ -84,3 +92,26 @@ def test_same_opening_compares_the_first_words_only():
     assert same_opening(["Yes, tell them the truth and more", "No.", "Be fair."], refs, words=5) == pytest.approx(2 / 3)
     assert same_opening(["Yes, tell", "No.", "Be kind."], refs, words=5) == pytest.approx(2 / 3)  # a prefix is not it
     assert np.isnan(same_opening([], []))
+
+
+def test_paired_rouge_difference_tells_a_consistent_gap_from_noise():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.05, 0.3, size=60)
+    better = paired_delta(base + 0.02, base)  # the same rows, 0.02 higher on every one: a sure difference
+    assert better["delta"] == pytest.approx(0.02) and better["ci95"] == pytest.approx([0.02, 0.02])
+    noisy = paired_delta(base + rng.normal(0, 0.1, size=60), base)  # unrelated jitter: the CI straddles 0
+    assert noisy["ci95"][0] < 0 < noisy["ci95"][1]
+    with pytest.raises(ValueError, match="at least one"):
+        paired_delta([], [])
+
+
+def test_rouge_table_shows_cmva_gs_minus_each_baseline_with_its_ci():
+    r = {k: 0.2 for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")}
+    report = {
+        "rouge": {"cmva-gs": r, "few-shot": {**r, "rougeL": 0.25}},
+        "rouge_ci95": {"cmva-gs": {"rougeL": [0.15, 0.25]}, "few-shot": {"rougeL": [0.2, 0.3]}},
+        "rougeL_delta": {"few-shot": {"delta": -0.05, "ci95": [-0.09, -0.01]}},
+    }
+    rows = {line.split(" | ")[0]: line for line in rouge_lines(report) if line.startswith("| ")}
+    assert rows["| few-shot"].endswith("| [0.2000, 0.3000] | -0.0500 [-0.0900, -0.0100] |")
+    assert rows["| cmva-gs"].endswith("| — |")
