@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from cmva.profile_metrics import bootstrap_ci, spearman
+from cmva.profile_metrics import paired_delta, spearman
 
 
 def conformity(pt: Mapping[str, Sequence[float]], agents: Mapping[str, Sequence[float]], seed: int = 0) -> dict:
@@ -28,14 +28,14 @@ def conformity(pt: Mapping[str, Sequence[float]], agents: Mapping[str, Sequence[
     out = {}
     for v, agent in agents.items():
         base, mine = np.asarray(pt[v], dtype=float), np.asarray(agent, dtype=float)
-        delta = float(mine.mean() - base.mean())
+        paired = paired_delta(mine, base, seed)
         gap = 1.0 - float(base.mean())
         out[v] = {
             "pt": float(base.mean()),
             "agent": float(mine.mean()),
-            "delta": delta,
-            "delta_ci95": bootstrap_ci(list(mine - base), seed),
-            "gap_closed": delta / gap if gap > 0 else float("nan"),
+            "delta": paired["delta"],
+            "delta_ci95": paired["ci95"],
+            "gap_closed": paired["delta"] / gap if gap > 0 else float("nan"),
         }
     return out
 
