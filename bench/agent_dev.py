@@ -57,7 +57,7 @@ def dev_compare(scores: dict[str, dict[str, list[float]]]) -> dict:
 
     Example:
         >>> r = dev_compare({"run": {"care": [0.2, 0.4]}, "c": {"care": [0.5, 0.5]}})
-        >>> r["values"]["care"]["c"]["delta"], r["mean_delta"]["c"]
+        >>> round(r["values"]["care"]["c"]["delta"], 6), round(r["mean_delta"]["c"], 6)
         (0.2, 0.2)
     """
     import numpy as np
@@ -112,7 +112,29 @@ def render(r: dict) -> str:
             )
         lines.append("".join(cells))
     lines.append("| mean Δ | |" + "".join(f" | {r['mean_delta'][n]:+.3f} | |" for n in names))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + repeating_lines(r.get("repeating", {}))) + "\n"
+
+
+def repeating(answers: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, float]]:
+    """set name → value → share of that agent's answers that repeat one of their own word 4-grams (loops).
+
+    Example:
+        >>> repeating({"run": {"care": ["be kind and be kind and be kind and", "be kind"]}})
+        {'run': {'care': 0.5}}
+    """
+    from cmva.text_metrics import looping_share
+
+    return {n: {v: looping_share(texts) for v, texts in by_value.items()} for n, by_value in answers.items()}
+
+
+def repeating_lines(rep: dict[str, dict[str, float]]) -> list[str]:
+    if not rep:
+        return []
+    values = list(next(iter(rep.values())))
+    lines = ["", "Answers that repeat one of their own word 4-grams:", ""]
+    lines += ["| value | " + " | ".join(rep) + " |", "|---|" + "---|" * len(rep)]
+    lines += [f"| {v} | " + " | ".join(f"{rep[n][v]:.0%}" if v in rep[n] else "–" for n in rep) + " |" for v in values]
+    return lines
 
 
 def main(argv: list[str] | None = None, answer=answer_dev) -> Path:
@@ -138,6 +160,7 @@ def main(argv: list[str] | None = None, answer=answer_dev) -> Path:
         "questions": len(questions),
         "candidates": dict(spec.split("=", 1) for spec in a.candidate),
         **dev_compare(scores),
+        "repeating": repeating(answers),
     }
     return write_result("agent_dev", result, render(result), a.out)
 

@@ -118,9 +118,11 @@ def render(d: dict) -> str:
             f"{c['gap_closed']:.0%} | {a.get('reward_first', float('nan')):.2f} → {a.get('reward_last', float('nan')):.2f} | "
             f"{a.get('kl_last', float('nan')):.2f} |"
         )
+    from cmva.evaluate import looping_lines, selector_agreement_lines
+
+    lines += ["", *looping_lines(r.get("looping"))[2:]]  # without its heading
     spec, rc = r["specialisation"], r["reward_correlation"]
     lines += [
-        "",
         f"Agent specialisation P[r_i(agent i) > r_i(agent j)], mean over i ≠ j: {spec['mean_off_diagonal']:.3f}; "
         f"largest pairwise reward correlation over the evaluation's answers: {rc['max_pairwise']:.3f}.",
         "",
@@ -130,8 +132,6 @@ def render(d: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     lines += _following_rows(r["paired"], r["sensitivity"], counts=True)
-    from cmva.evaluate import selector_agreement_lines
-
     lines += selector_agreement_lines(r.get("selector_agreement"))
     return "\n".join(lines + _second_judge(r) + _data_lines(d.get("aggregator_data", {}))) + "\n"
 

@@ -89,6 +89,8 @@ def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0, world: int | None =
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
     )
+    if cfg.repetition_weight:
+        fields["reward_weights"] = [1.0, cfg.repetition_weight]  # reward_funcs: the value's, repetition_reward
     if clash := sorted(set(fields) & set(extra)):
         raise ValueError(
             f"set agent.{clash[0]} itself, not agent.extra.{clash[0]}: it is one of the agent's own fields"
@@ -131,7 +133,7 @@ def train_agent(
     from cmva import sampling
     from cmva.models import load_causal_lm, load_tokenizer
     from cmva.prompts import agent_messages
-    from cmva.rewards import RewardModel, reward_function
+    from cmva.rewards import RewardModel, repetition_reward, reward_function
 
     cfg = cfg or AgentCfg()
     seed = cfg.seed if cfg.seed is not None else 0
@@ -148,7 +150,7 @@ def train_agent(
     reward = reward_function(reward_model, value, contrast=cfg.reward == "contrast")
     trainer = RLOOTrainer(
         model=model,
-        reward_funcs=reward,
+        reward_funcs=[reward, repetition_reward] if cfg.repetition_weight else reward,
         args=rloo_config(cfg, out, seed),
         train_dataset=dataset,
         processing_class=tok,
@@ -160,11 +162,7 @@ def train_agent(
     trainer.train()
     if selection:
         selection.restore(trainer.model)
-    history = [
-        {"step": h["step"], "reward": h.get("reward"), "kl": h.get("kl"), "loss": h.get("loss")}
-        for h in trainer.state.log_history
-        if "reward" in h
-    ]
+    history = _history(trainer.state.log_history, reward.__name__)
     summary = {
         "value": value,
         "steps": len(history),
@@ -175,6 +173,7 @@ def train_agent(
         "algorithm": "RLOO (trl)",
         "beta": cfg.beta,
         "reward": cfg.reward,
+        "repetition_weight": cfg.repetition_weight,
         "seed": seed,
         **batch_summary(trainer.args),
         **(selection.summary() if selection else {}),
@@ -182,6 +181,21 @@ def train_agent(
     if is_main():
         _write_agent(trainer, out, value, cfg, history, summary)
     return summary
+
+
+def _history(log_history: list[dict], reward_name: str) -> list[dict]:
+    """Per logged step: the value's own reward (without the repetition term where there is one), KL, loss, and
+    the mean repeated n-gram share of the completions where the repetition reward was trained against."""
+    rows = []
+    for h in log_history:
+        if "reward" not in h:
+            continue
+        row = {"step": h["step"], "reward": h.get(f"rewards/{reward_name}/mean", h["reward"])}
+        row |= {"kl": h.get("kl"), "loss": h.get("loss")}
+        if (rep := h.get("rewards/repetition_reward/mean")) is not None:
+            row["repeated_ngrams"] = abs(rep)  # the reward is minus the share
+        rows.append(row)
+    return rows
 
 
 def _selection(trainer, tok, dev_questions: list[str] | None, reward, cfg: AgentCfg):

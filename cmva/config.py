@@ -132,6 +132,9 @@ class AgentCfg(_Stage):
     max_prompts: int | None = None  # cap on training questions (None: all MIC training questions)
     # "value": reward r_v (the paper); "contrast": r_v − mean of the other values' rewards (cmva.rewards.reward_function)
     reward: Literal["value", "contrast"] = "value"
+    # Weight of a second reward, minus the share of the answer's word n-grams that repeat an earlier one
+    # (cmva.rewards.repetition_reward): RL against a value classifier alone can buy reward with loops. 0: off.
+    repetition_weight: float = Field(0.0, ge=0)
     # Checkpoint selection (cmva.agent_selection): every select_every steps from select_from (0: off, the last step is
     # kept), greedy answers to ≤ select_questions MIC dev questions are scored by the value's reward and the best
     # step's adapter is kept; select_patience > 0 stops training after that many judgements without a new best.

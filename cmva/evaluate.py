@@ -24,6 +24,7 @@ from cmva.config import EvalCfg
 from cmva.plots import plot_conformity, plot_profile_following, plot_rouge, plot_specialisation
 from cmva.profile_metrics import bootstrap_ci, paired_delta, paired_win_rate, same_opening, sensitivity
 from cmva.reward_diagnostics import conformity, length_correlation, reward_correlation, specialisation
+from cmva.text_metrics import looping_share
 from cmva.values import MoralValue
 
 log = logging.getLogger(__name__)
@@ -325,7 +326,15 @@ def score(gens: Generations, rows, rewards, names: Sequence[str]) -> dict:
         "paired": paired,
         "sensitivity": sens,
         "value_scores": {s: {v: float(np.mean(x)) for v, x in d.items()} for s, d in sys_scores.items()},
+        "looping": looping(gens, names),
     }
+
+
+def looping(gens: Generations, names: Sequence[str]) -> dict[str, float]:
+    """Per system and per agent (`agent:<value>`): share of its test answers that repeat one of their own word
+    4-grams, a failure no reward model penalises (cmva.text_metrics)."""
+    out = {s: looping_share(gens.preds[s]) for s in SYSTEM_ORDER}
+    return out | {f"agent:{v}": looping_share([a[v] for a in gens.agents]) for v in names}
 
 
 def write_report(out: Path, report: dict, gens: Generations, rows, names: Sequence[str]) -> None:
@@ -352,6 +361,15 @@ def write_report(out: Path, report: dict, gens: Generations, rows, names: Sequen
     plot_profile_following(report["paired"], out / "profile_following.png")
     plot_specialisation(report["specialisation"]["matrix"], out / "specialisation.png")
     (out / "report.md").write_text(render_markdown(report))
+
+
+def looping_lines(loops: dict[str, float] | None) -> list[str]:
+    """Share of each system's and agent's test answers that loop (repeat one of their own word 4-grams)."""
+    if not loops:
+        return []
+    lines = ["## Answers that loop", "", "Share of the test answers that repeat one of their own word 4-grams.", ""]
+    lines += ["| system or agent | answers that loop |", "|---|---|"]
+    return lines + [f"| {s} | {x:.0%} |" for s, x in loops.items()] + [""]
 
 
 def _yardstick_markdown(report: dict) -> list[str]:
@@ -434,6 +452,7 @@ def render_markdown(report: dict) -> str:
             f"{c.get('gap_closed', float('nan')):.0%} |"
         )
     lines += ["", "![conformity](conformity.png)", ""]
+    lines += looping_lines(report.get("looping"))
     lines += _yardstick_markdown(report)
     lines += ["## Profile following: paired one-hot test", ""]
     lines += [

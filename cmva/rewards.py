@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cmva.text_metrics import repeated_ngram_share
 from cmva.values import MoralValue, resolve_values
 
 if TYPE_CHECKING:
@@ -238,6 +239,11 @@ def _completion_text(c) -> str:
     if isinstance(c, str):
         return c
     return " ".join(m.get("content", "") for m in c if isinstance(m, dict))
+
+
+def repetition_reward(completions, **kwargs) -> list[float]:
+    """A TRL reward function: minus each completion's repeated word 4-gram share (cmva.text_metrics)."""
+    return [-repeated_ngram_share(_completion_text(c)) for c in completions]
 
 
 def reward_function(model: RewardModel, value: str, contrast: bool = False) -> Callable[..., list[float]]:

@@ -15,6 +15,7 @@ from cmva.data import SAMPLE_MIC
 from cmva.evaluate import rouge_table
 from cmva.pipeline import run_pipeline
 from cmva.storage import LocalStore, sha256_file
+from cmva.text_metrics import looping_share
 
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 
@@ -48,6 +49,9 @@ def test_lora_weights_changed_and_base_untouched(smoke_run):
     assert [h["step"] for h in summary["dev_history"]] == [1, 2]  # the smoke recipe judges every step on dev
     assert summary["selected_step"] in (1, 2)
     assert summary["seed"] == 0  # the smoke profile's: no per-value seed
+    assert summary["repetition_weight"] == 1.0 and all(0 <= h["repeated_ngrams"] <= 1 for h in log)  # smoke.yaml
+    fairness = json.loads((out / "agents" / "fairness" / "training_log.json").read_text())
+    assert fairness and not any("repeated_ngrams" in h for h in fairness)  # trained on the value's reward alone
 
 
 def test_aggregator_data_has_several_profiles_per_question(smoke_run):
@@ -84,6 +88,10 @@ def test_evaluation_numbers_come_from_generations(smoke_run):
     for png in ("rouge.png", "conformity.png"):
         assert (out / "eval" / png).stat().st_size > 1000
     assert "ROUGE" in (out / "eval" / "report.md").read_text()
+    for system in ("cmva-gs", "few-shot", "agent:care"):  # answers that repeat one of their own word 4-grams
+        texts = [g["text"] for g in gens if g["system"] == system and "probe" not in g]
+        assert report["looping"][system] == pytest.approx(looping_share(texts))
+    assert f"| agent:care | {report['looping']['agent:care']:.0%} |" in (out / "eval" / "report.md").read_text()
 
 
 def test_smoke_evaluation_takes_the_cpu_profiles_paths(smoke_run):

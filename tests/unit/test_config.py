@@ -61,6 +61,13 @@ def test_agent_learning_rate_schedule_reaches_trl(tmp_path):
         rloo_config(AgentCfg(lr_scheduler_type="warp"), tmp_path)
 
 
+def test_repetition_weight_becomes_trls_second_reward_weight(tmp_path):
+    assert rloo_config(AgentCfg(), tmp_path).reward_weights is None  # one reward function, TRL's default weight
+    assert rloo_config(AgentCfg(repetition_weight=0.5), tmp_path).reward_weights == [1.0, 0.5]
+    with pytest.raises(ValidationError, match="repetition_weight"):
+        AgentCfg(repetition_weight=-1)
+
+
 def test_per_value_agent_settings_override_the_shared_ones():
     p = load_profile("smoke", {"seed": 7, "agent.per_value": {"fairness": {"seed": 2, "learning_rate": 1e-3}}})
     fairness, care = p.agent_for("fairness"), p.agent_for("care")

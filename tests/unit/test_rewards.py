@@ -15,9 +15,11 @@ from cmva.rewards import (
     RewardModel,
     binary_metrics,
     default_encoder_path,
+    repetition_reward,
     reward_function,
     train_rewards,
 )
+from cmva.text_metrics import looping_share, repeated_ngram_share
 
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 
@@ -87,6 +89,16 @@ def test_saved_model_scores_in_unit_interval_and_separates(reward_dir):
     assert f(completions=[[{"role": "assistant", "content": good}]]) == pytest.approx([scores["care"][0]], abs=1e-5)
     with pytest.raises(ValueError, match="no reward head"):
         reward_function(rm, "liberty")
+
+
+def test_repetition_reward_penalises_loops_not_answers():
+    loop = "it seems like a reasonable request, it seems like a reasonable request, it seems like a reasonable request"
+    answer = "I would talk to her first and explain why the rent went up before deciding anything."
+    assert repeated_ngram_share(answer) == 0.0 and repeated_ngram_share("") == 0.0
+    assert repeated_ngram_share(loop) == pytest.approx(8 / 15)  # 15 word 4-grams, 7 distinct
+    got = repetition_reward(completions=[answer, [{"role": "assistant", "content": loop}]])
+    assert got == pytest.approx([0.0, -8 / 15])
+    assert looping_share([answer, loop, "short"]) == pytest.approx(1 / 3)
 
 
 def test_binary_metrics():
