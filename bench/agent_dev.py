@@ -112,14 +112,14 @@ def render(r: dict) -> str:
             )
         lines.append("".join(cells))
     lines.append("| mean Δ | |" + "".join(f" | {r['mean_delta'][n]:+.3f} | |" for n in names))
-    return "\n".join(lines + repeating_lines(r.get("repeating", {}))) + "\n"
+    return "\n".join(lines + looping_lines(r.get("looping", {}))) + "\n"
 
 
-def repeating(answers: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, float]]:
+def looping(answers: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, float]]:
     """set name → value → share of that agent's answers that repeat one of their own word 4-grams (loops).
 
     Example:
-        >>> repeating({"run": {"care": ["be kind and be kind and be kind and", "be kind"]}})
+        >>> looping({"run": {"care": ["be kind and be kind and be kind and", "be kind"]}})
         {'run': {'care': 0.5}}
     """
     from cmva.text_metrics import looping_share
@@ -127,7 +127,7 @@ def repeating(answers: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, f
     return {n: {v: looping_share(texts) for v, texts in by_value.items()} for n, by_value in answers.items()}
 
 
-def repeating_lines(rep: dict[str, dict[str, float]]) -> list[str]:
+def looping_lines(rep: dict[str, dict[str, float]]) -> list[str]:
     if not rep:
         return []
     values = list(next(iter(rep.values())))
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None, answer=answer_dev) -> Path:
         "questions": len(questions),
         "candidates": dict(spec.split("=", 1) for spec in a.candidate),
         **dev_compare(scores),
-        "repeating": repeating(answers),
+        "looping": looping(answers),
     }
     return write_result("agent_dev", result, render(result), a.out)
 

@@ -48,7 +48,8 @@ def test_candidates_are_judged_on_dev_by_their_own_value(tmp_path, monkeypatch):
 
     def answer(paths, report, sets, questions):
         asked.update(sets={n: sorted(s) for n, s in sets.items()}, n=len(questions))
-        text = {("run", "care"): "meh", ("run", "loyalty"): "loyal", ("const", "care"): "kind"}
+        loop = "stay loyal to them, stay loyal to them, stay loyal to them"
+        text = {("run", "care"): "meh", ("run", "loyalty"): loop, ("const", "care"): "kind"}
         return {n: {v: [text[n, v]] * len(questions) for v in s} for n, s in sets.items()}
 
     md = main(["--run", str(run), "--candidate", f"const={tmp_path}/const_{{value}}", "--out", str(tmp_path)], answer)
@@ -62,6 +63,8 @@ def test_candidates_are_judged_on_dev_by_their_own_value(tmp_path, monkeypatch):
     )
     assert result["mean_delta"] == {"const": pytest.approx(0.8)}
     assert "| care | 0.100 | 0.900 | +0.800 |" in md.read_text()
+    assert result["looping"] == {"run": {"care": 0.0, "loyalty": 1.0}, "const": {"care": 0.0}}  # own 4-gram repeated
+    assert "| loyalty | 100% | – |" in md.read_text()
 
 
 def test_dev_compare_pairs_questions_and_averages_over_values():
