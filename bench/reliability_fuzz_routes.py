@@ -130,7 +130,7 @@ def chat_case(draw, served: tuple[str, ...], kinds: tuple[str, ...], asked: tupl
     else:
         path, value, paths = {
             "model.missing": (("model",), st.just(DELETE), None),
-            "stream": (("stream",), st.sampled_from([True, 1, "yes", "false", [1], {"a": 1}]), None),
+            "stream": (("stream",), st.sampled_from([1, "yes", "false", [1], {"a": 1}]), None),
             "temperature": (("temperature",), _not(type(None)).filter(_not_greedy) | st.floats(0.01, 2), None),
             "max_tokens": (("max_tokens",), bad_tokens.filter(lambda x: x is not None), None),
             "messages.missing": (("messages",), st.just(DELETE), None),

@@ -1,9 +1,12 @@
-"""The transformer's side of the aggregator predictor's stream (cmva.serving.stream_route).
+"""The transformer's side of the aggregator predictor's stream: cmva's V1 `:stream` route (NDJSON,
+cmva.serving.stream_route) with `open_stream`, or an OpenAI chat-completions stream (server-sent
+`chat.completion.chunk` events, from cmva's predictor or vLLM) with `open_chat_stream`.
 
-`open_stream` sends the request and waits for the status: a predictor down is 503, one refusing the request
-502 (or 503 for its own 5xx), all raised before the caller starts its own stream. The events then come as
-they are generated; one that reports an error, a malformed line, or a stream ending before its usage raise
-`StreamFailed` where the caller reads them.
+Both send the request and wait for the status: a predictor down is 503, one refusing the request 502 (or 503
+for its own 5xx), all raised before the caller starts its own stream. The events then come as they are
+generated, the same for both: {"text": delta} …, then {"usage": {"prompt_tokens", "completion_tokens"}}; one
+that reports an error, a malformed line, or a stream ending before its usage raise `StreamFailed` where the
+caller reads them.
 """
 
 from __future__ import annotations
@@ -29,7 +32,17 @@ def aggregator_error(status: int, text: str) -> Exception:
 
 
 async def open_stream(client: httpx.AsyncClient, url: str, body: dict) -> AsyncIterator[dict]:
-    """The aggregator's stream events for `body`: {"text": delta} …, then {"usage": {...}}."""
+    """The aggregator's stream events for the V1 `body`: {"text": delta} …, then {"usage": {...}}."""
+    return _events(await _open(client, url, body))
+
+
+async def open_chat_stream(client: httpx.AsyncClient, url: str, body: dict) -> AsyncIterator[dict]:
+    """The same events for a chat-completions `body` (`stream` and `stream_options.include_usage` set here)."""
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    return _chat_events(await _open(client, url, body))
+
+
+async def _open(client: httpx.AsyncClient, url: str, body: dict) -> httpx.Response:
     try:
         response = await client.send(client.build_request("POST", url, json=body), stream=True)
     except httpx.TransportError as e:
@@ -38,7 +51,7 @@ async def open_stream(client: httpx.AsyncClient, url: str, body: dict) -> AsyncI
         await response.aread()
         await response.aclose()
         raise aggregator_error(response.status_code, response.text)
-    return _events(response)
+    return response
 
 
 async def _events(response: httpx.Response) -> AsyncIterator[dict]:
@@ -64,3 +77,40 @@ def _event(line: str) -> dict:
     if "error" in event:
         raise StreamFailed(str(event["error"]))
     return event
+
+
+async def _chat_events(response: httpx.Response) -> AsyncIterator[dict]:
+    try:
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue  # the blank line ending an event, comments, other SSE fields
+            data = line.removeprefix("data:").strip()
+            if data == "[DONE]":
+                break
+            for event in _chunk_events(data):
+                yield event
+                if "usage" in event:
+                    return
+        raise StreamFailed("aggregator predictor ended its stream before the answer was complete")
+    finally:
+        await response.aclose()
+
+
+def _chunk_events(data: str) -> list[dict]:
+    """The text delta and the usage of one `chat.completion.chunk` (an error event raises StreamFailed)."""
+    from openai.types.chat import ChatCompletionChunk
+    from pydantic import ValidationError
+
+    try:
+        raw = json.loads(data)
+        if isinstance(raw, dict) and "error" in raw:
+            error = raw["error"]
+            raise StreamFailed(str(error.get("message", error) if isinstance(error, dict) else error))
+        chunk = ChatCompletionChunk.model_validate(raw)
+    except (ValueError, ValidationError):
+        raise StreamFailed(f"aggregator predictor streamed a malformed event: {data[:300]}") from None
+    events = [{"text": c.delta.content} for c in chunk.choices if c.delta.content]
+    if chunk.usage is not None:
+        events.append({"usage": {"prompt_tokens": chunk.usage.prompt_tokens,
+                                 "completion_tokens": chunk.usage.completion_tokens}})  # fmt: skip
+    return events

@@ -9,11 +9,13 @@ predictors get); without a `ranking.json` the answers are listed by weight, as t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
 from cmva.prompts import aggregator_messages
+from cmva.serving.aggregator_stream import open_chat_stream
 from cmva.serving.chat_calls import ask_aggregator, chat_body
 
 
@@ -44,11 +46,19 @@ class ChatAggregator:
     async def answers(self, client: httpx.AsyncClient, url: str, instances: list[dict], parameters: dict) -> list[dict]:
         """One {"answer", "usage"} per instance ({"question", "profile", "answers"}), asked concurrently."""
         orders = await self._orders(instances)
-        bodies = [
-            chat_body(self.adapter, aggregator_messages(i["question"], i["profile"], i["answers"], o), parameters)
-            for i, o in zip(instances, orders, strict=True)
-        ]
+        bodies = [self._body(i, o, parameters) for i, o in zip(instances, orders, strict=True)]
         return list(await asyncio.gather(*(ask_aggregator(client, url, b) for b in bodies)))
+
+    async def stream(
+        self, client: httpx.AsyncClient, url: str, instance: dict, parameters: dict
+    ) -> AsyncIterator[dict]:
+        """The answer to one instance streamed as the predictor generates it (cmva.serving.aggregator_stream)."""
+        (order,) = await self._orders([instance])
+        return await open_chat_stream(client, url, self._body(instance, order, parameters))
+
+    def _body(self, instance: dict, order, parameters: dict) -> dict:
+        messages = aggregator_messages(instance["question"], instance["profile"], instance["answers"], order)
+        return chat_body(self.adapter, messages, parameters)
 
     async def _orders(self, instances: list[dict]) -> list:
         if self.ranker is None:

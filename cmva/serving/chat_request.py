@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from cmva.serving.openai_request import RequestError, json_object, served_model
+from cmva.serving.openai_request import RequestError, json_object, served_model, stream_fields
 from cmva.serving.schemas import Parameters
 
 ROLES = ("system", "user", "assistant")
@@ -20,6 +20,8 @@ class ChatJob:
     messages: list[dict[str, str]]
     max_tokens: int
     min_tokens: int
+    stream: bool = False
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
 
 
 def chat_job(body, adapters: list[str]) -> ChatJob:
@@ -27,11 +29,10 @@ def chat_job(body, adapters: list[str]) -> ChatJob:
     RequestError: 400 for a malformed body or field, 404 for a `model` (adapter) not served here."""
     json_object(body)
     adapter = served_model(body, adapters)
-    if body.get("stream"):
-        raise RequestError(400, "stream: not offered by this predictor; send stream false", "stream")
+    stream, include_usage = stream_fields(body)
     _greedy(body.get("temperature"))
     max_tokens, min_tokens = _tokens(body)
-    return ChatJob(adapter, _messages(body.get("messages")), max_tokens, min_tokens)
+    return ChatJob(adapter, _messages(body.get("messages")), max_tokens, min_tokens, stream, include_usage)
 
 
 def _greedy(temperature) -> None:

@@ -25,7 +25,7 @@ def chat_request(body, model_name: str) -> ChatRequest:
     RequestError: 400 for a malformed body or field, 404 for a model not served here."""
     json_object(body)
     served_model(body, [model_name], default=model_name)
-    stream, include_usage = _stream(body)
+    stream, include_usage = stream_fields(body)
     v1 = {"instances": [{"question": _question(body.get("messages")), "profile": _profile(body)}]}
     fields = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}  # min_tokens: vLLM's extra, cmva's too
     parameters = {v1_name: body[name] for name, v1_name in fields.items() if body.get(name) is not None}
@@ -65,7 +65,8 @@ def served_model(body: dict, served: list[str], default: str | None = None) -> s
     return model
 
 
-def _stream(body: dict) -> tuple[bool, bool]:
+def stream_fields(body: dict) -> tuple[bool, bool]:
+    """(stream, stream_options.include_usage) of a chat-completions body; 400 naming the field."""
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
         raise RequestError(400, f"stream: expected true or false, got {stream!r}", "stream")

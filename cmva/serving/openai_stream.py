@@ -64,11 +64,14 @@ def error_event(message: str) -> bytes:
     return format_sse_event(data_str=json.dumps({"error": {"message": message, "type": "server_error", "param": None}}))
 
 
-async def chat_events(model: str, meta: dict, events: AsyncIterator[dict], include_usage: bool) -> AsyncIterator[bytes]:
-    """The SSE events of a completion whose agents' part is `meta` and whose aggregator's answer comes as
-    `events` (cmva.serving.aggregator_stream)."""
+async def chat_events(
+    model: str, meta: dict | None, events: AsyncIterator[dict], include_usage: bool
+) -> AsyncIterator[bytes]:
+    """The SSE events of a completion whose agents' part is `meta` (None: a predictor's own completion, no
+    `cmva` field) and whose answer comes as `events` ({"text"} …, then {"usage"}: cmva.serving.aggregator_stream,
+    cmva.serving.streaming.generation_events)."""
     out = ChunkWriter(model)
-    yield out.delta({"role": "assistant", "content": ""}, cmva=meta)
+    yield out.delta({"role": "assistant", "content": ""}, **({} if meta is None else {"cmva": meta}))
     counts = None
     try:
         async with aclosing(events):  # a client gone: the aggregator's stream (and generation) closes now

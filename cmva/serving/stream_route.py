@@ -22,6 +22,8 @@ from contextlib import aclosing
 from fastapi import Request
 from starlette.responses import StreamingResponse
 
+from cmva.serving.streaming import generation_events
+
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/x-ndjson"
@@ -33,13 +35,10 @@ def _line(obj: dict) -> str:
 
 async def ndjson_lines(stream) -> AsyncIterator[str]:
     """The lines of a GenerationStream (cmva.serving.streaming), ending with its usage or its error."""
-    from cmva.serving.predictors import usage
-
     try:
-        async with aclosing(stream.deltas()) as deltas:  # closed at once if the client goes: generation stops
-            async for text in deltas:
-                yield _line({"text": text})
-        yield _line({"usage": usage(await stream.completion())})
+        async with aclosing(generation_events(stream)) as events:  # closed at once if the client goes
+            async for event in events:
+                yield _line(event)
     except Exception as e:  # the status line is sent: the error travels in the stream
         log.exception("aggregator stream failed")
         yield _line({"error": f"aggregator generation failed: {e!r}"})

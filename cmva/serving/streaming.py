@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from transformers import AsyncTextIteratorStreamer
 
@@ -84,3 +85,14 @@ class GenerationStream:
         if not self.future.done():
             self.future.cancel()
             self.streamer.stop()
+
+
+async def generation_events(stream: GenerationStream) -> AsyncIterator[dict]:
+    """A stream's {"text": delta} events as generated, then {"usage": {"prompt_tokens", "completion_tokens"}};
+    closing this closes the stream (and stops its generation)."""
+    from cmva.serving.predictors import usage
+
+    async with aclosing(stream.deltas()) as deltas:
+        async for text in deltas:
+            yield {"text": text}
+    yield {"usage": usage(await stream.completion())}

@@ -196,13 +196,13 @@ class CMVATransformer(kserve.Model):
     async def stream(self, v1: dict, headers=None) -> tuple[dict, AsyncIterator[dict]]:
         """A V1 request of one instance: its agents' part of the prediction (agents, skipped, missing,
         degraded), and the aggregator's answer as it is generated ({"text"} events, then {"usage"})."""
-        if self.chat is not None:  # not streamed from the predictor: the whole answer as one event
-            pred, counts = await self.answer(v1, headers)
-            return {k: v for k, v in pred.items() if k != "answer"}, _one_event(pred["answer"], counts)
         payload = await self.preprocess(v1, headers)
         meta = payload.pop("cmva")["meta"][0]
-        url = f"{self.predictor_config.predictor_base_url}/v1/models/{self.name}:stream"
-        return meta, await open_stream(self.client, url, payload)
+        base = self.predictor_config.predictor_base_url
+        if self.chat is not None:  # the predictor's (or vLLM's) chat-completions stream
+            url = f"{base}/openai/v1/chat/completions"
+            return meta, await self.chat.stream(self.client, url, payload["instances"][0], payload["parameters"])
+        return meta, await open_stream(self.client, f"{base}/v1/models/{self.name}:stream", payload)
 
     async def postprocess(self, result, headers=None, response_headers=None):
         preds = _predictions(result)
@@ -219,11 +219,6 @@ class CMVATransformer(kserve.Model):
                 ),
             ],
         )
-
-
-async def _one_event(text: str, counts: dict | None) -> AsyncIterator[dict]:
-    yield {"text": text}
-    yield {"usage": counts}
 
 
 def _predictions(result: dict) -> list[dict]:

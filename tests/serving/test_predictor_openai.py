@@ -1,10 +1,11 @@
 """The chain in the OpenAI protocol (`--predictor_api openai`) against cmva's own predictors: the packed
-predictor's chat-completions route (the adapter named by `model`), and a transformer asking it in that protocol
-answering as the V1 chain does (greedy decoding, tiny smoke models)."""
+predictor's chat-completions route (the adapter named by `model`, streamed or not), and a transformer asking it
+in that protocol answering as the V1 chain does (greedy decoding, tiny smoke models), streams included."""
 
 from __future__ import annotations
 
 import httpx
+import openai
 import pytest
 
 from tests.conftest import free_port
@@ -73,6 +74,8 @@ def test_predictor_chat_completion_is_the_v1_agent_answer(predictor):
         ({"max_tokens": 0}, 400, "max_tokens"),
         ({"max_tokens": 100_000}, 400, "max_tokens"),
         ({"temperature": 0.7}, 400, "temperature"),
+        ({"stream": "yes"}, 400, "stream"),
+        ({"stream": True, "stream_options": ["include_usage"]}, 400, "stream_options"),
     ],
 )
 def test_predictor_chat_bad_input_names_the_field(predictor, change, status, param):
@@ -101,6 +104,41 @@ def test_chain_in_openai_protocol_answers_as_in_v1(packed, predictor, openai_cha
     full, answers = {v: profile.get(v, 0.0) for v in VALUES}, {v: x["answer"] for v, x in a["agents"].items()}
     order = AnswerRanker.load(out / "aggregator", out / "rewards").order([full], [answers])[0]
     assert order != sorted(answers, key=lambda v: -full[v])  # so the equality above needs the ranking applied
+
+
+def _streamed(client: openai.OpenAI, **kw) -> tuple[list, list[str]]:
+    """The chunks of a streamed completion (with its usage chunk) and their text deltas."""
+    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    return chunks, [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+
+
+def test_predictor_streams_a_chat_completion(predictor):
+    """The real openai client against the predictor, as the transformer (or any client) asks vLLM: the deltas add
+    up to the non-streamed answer, the usage comes last, no `cmva` field (that is the transformer's)."""
+    client = openai.OpenAI(base_url=f"{predictor}/openai/v1", api_key="unused", max_retries=0)
+    # 256 tokens: the smoke models' first ~100 are newlines (stripped), their visible text comes after them.
+    kw = {"model": "care", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 256}
+    whole = client.chat.completions.create(**kw)
+    chunks, texts = _streamed(client, **kw)
+    assert "".join(texts) == whole.choices[0].message.content != ""
+    assert len(texts) > 1 and chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert "cmva" not in (chunks[0].model_extra or {})
+
+
+def test_chain_in_openai_protocol_streams_the_aggregators_answer(predictor, openai_chain):
+    """The transformer streams the aggregator predictor's chat-completions stream on, delta by delta (it used to
+    wait for the whole answer and send it as one event): as the V1 chain streams its `:stream` route."""
+    url = openai_chain(f"packed={predictor}", VALUES)
+    client = openai.OpenAI(base_url=f"{url}/openai/v1", api_key="unused", max_retries=0)
+    profile = {"profile": {"care": 1.0, "fairness": 0.5}}
+    kw = {"model": "cmva", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 256}
+    whole = client.chat.completions.create(**kw, extra_body=profile)
+    chunks, texts = _streamed(client, **kw, extra_body=profile)
+    assert "".join(texts) == whole.choices[0].message.content != ""
+    assert len(texts) > 1  # the aggregator's tokens as they came, not one event at the end
+    assert chunks[0].model_extra["cmva"] == whole.model_extra["cmva"]
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
 
 
 def test_chain_in_openai_protocol_degrades_without_an_agent(predictor, openai_chain):
