@@ -120,7 +120,7 @@ def render(d: dict) -> str:
         )
     from cmva.evaluate import looping_lines, selector_agreement_lines
 
-    lines += ["", *looping_lines(r.get("looping"))[2:]]  # without its heading
+    lines += ["", *looping_lines(r.get("looping"), heading=False)]
     spec, rc = r["specialisation"], r["reward_correlation"]
     lines += [
         f"Agent specialisation P[r_i(agent i) > r_i(agent j)], mean over i ≠ j: {spec['mean_off_diagonal']:.3f}; "

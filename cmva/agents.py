@@ -60,13 +60,8 @@ def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0, world: int | None =
     its share, so one optimisation step sees per_device_train_batch_size × gradient_accumulation_steps completions
     (TRL's generation batch) of per_device_train_batch_size / num_generations prompts per micro-step, at any world.
     """
-    from transformers import SchedulerType
     from trl import RLOOConfig
 
-    if cfg.lr_scheduler_type not in {t.value for t in SchedulerType}:
-        raise ValueError(
-            f"agent.lr_scheduler_type {cfg.lr_scheduler_type!r} is not one of {[t.value for t in SchedulerType]}"
-        )
     if cfg.per_device_train_batch_size % cfg.num_generations:
         raise ValueError(
             f"agent.per_device_train_batch_size ({cfg.per_device_train_batch_size}) must be a multiple of "
@@ -275,6 +270,7 @@ LoRA adapter on the cmva base model, fine-tuned with TRL's RLOO against the `{va
 | setting | value |
 |---|---|
 | reward | {"r_" + value + " − mean of the other values' rewards" if cfg.reward == "contrast" else "r_" + value} |
+| repetition reward weight (minus the repeated word-4-gram share; 0: off) | {cfg.repetition_weight} |
 | steps | {summary["steps"]} |
 | learning rate, schedule | {cfg.learning_rate}, {cfg.lr_scheduler_type} |
 | seed | {summary["seed"]} |

@@ -106,6 +106,12 @@ class RewardsCfg(_Stage):
     max_train_texts: int | None = None  # a seeded subset (tiny test runs)
 
 
+SchedulerName = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
+    "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy",
+]  # fmt: skip
+
+
 class LoraCfg(_Stage):
     r: int = 16
     alpha: int = 32
@@ -118,8 +124,9 @@ class AgentCfg(_Stage):
 
     max_steps: int = 40
     learning_rate: float = 3e-4
-    # transformers' schedule names: "linear" (TRL's default, decays to 0 at max_steps), "constant", "cosine", …
-    lr_scheduler_type: str = "linear"
+    # transformers' schedule names (its SchedulerType, checked by a test so a new transformers is noticed): "linear"
+    # (TRL's default, decays to 0 at max_steps), "constant", "cosine", …; a wrong name fails when the recipe loads.
+    lr_scheduler_type: SchedulerName = "linear"
     beta: float = 0.05  # KL coefficient: reward - beta * KL(policy || PT model)
     # Completions per micro-step over ALL processes (the name is TRL's; it is the per-device batch at one process):
     # × gradient_accumulation_steps (extra) = the global batch of one optimisation step, the same for any number of

@@ -363,11 +363,13 @@ def write_report(out: Path, report: dict, gens: Generations, rows, names: Sequen
     (out / "report.md").write_text(render_markdown(report))
 
 
-def looping_lines(loops: dict[str, float] | None) -> list[str]:
-    """Share of each system's and agent's test answers that loop (repeat one of their own word 4-grams)."""
+def looping_lines(loops: dict[str, float] | None, heading: bool = True) -> list[str]:
+    """Share of each system's and agent's test answers that loop (repeat one of their own word 4-grams);
+    `heading`: with the section's heading (report.md) or without (a table in someone else's section)."""
     if not loops:
         return []
-    lines = ["## Answers that loop", "", "Share of the test answers that repeat one of their own word 4-grams.", ""]
+    lines = ["## Answers that loop", ""] if heading else []
+    lines += ["Share of the test answers that repeat one of their own word 4-grams.", ""]
     lines += ["| system or agent | answers that loop |", "|---|---|"]
     return lines + [f"| {s} | {x:.0%} |" for s, x in loops.items()] + [""]
 

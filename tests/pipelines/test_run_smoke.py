@@ -44,7 +44,9 @@ def test_lora_weights_changed_and_base_untouched(smoke_run):
     log = json.loads((out / "agents" / "care" / "training_log.json").read_text())
     assert log and all(h["reward"] is not None and h["kl"] is not None for h in log)
     assert (out / "agents" / "care" / "reward_kl.png").stat().st_size > 1000
-    assert (out / "agents" / "care" / "README.md").read_text().startswith("---\nlibrary_name: peft")
+    card = (out / "agents" / "care" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: peft") and "| repetition reward weight" in card
+    assert "| 1.0 |" in card.split("| repetition reward weight")[1].splitlines()[0]  # smoke.yaml's care
     summary = json.loads((out / "agents" / "care" / "summary.json").read_text())
     assert [h["step"] for h in summary["dev_history"]] == [1, 2]  # the smoke recipe judges every step on dev
     assert summary["selected_step"] in (1, 2)

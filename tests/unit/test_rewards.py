@@ -126,3 +126,13 @@ def test_balanced_weights_give_each_class_half():
     y = np.array([[1.0], [0.0], [0.0], [0.0]], dtype=np.float32)
     w = balanced_weights(y, np.ones_like(y))
     assert w[0, 0] == pytest.approx(w[1:, 0].sum())
+
+
+def test_looping_table_with_or_without_its_heading():
+    from cmva.evaluate import looping_lines
+
+    loops = {"cmva-gs": 0.25, "agent:care": 0.5}
+    full, table = looping_lines(loops), looping_lines(loops, heading=False)
+    assert full[0] == "## Answers that loop" and full[2:] == table
+    assert "| agent:care | 50% |" in table and not any(line.startswith("#") for line in table)
+    assert looping_lines({}) == [] == looping_lines(None, heading=False)
