@@ -108,7 +108,7 @@ def train_and_answer(
         max_new_tokens=cfg["max_new_tokens"],
         batch_size=cfg["batch_size"],
     )
-    return {"answers": [a[value] for a in answers], "summary": summary, "train_s": summary["train_s"]}
+    return {"answers": [a[value] for a in answers], "summary": summary}
 
 
 def _num(x) -> str:
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None, train_answer=train_and_answer) -> Path:
         "profile": a.profile,
         "sets": sets,
         "questions": len(rows),
-        "train_s": t["train_s"],
+        "train_s": summ["train_s"],
         **{k: summ.get(k) for k in ("reward_first", "reward_last", "kl_last", "selected_step", "dev_history")},
         **compare(a.value, scores, others),
         "answers": t["answers"],

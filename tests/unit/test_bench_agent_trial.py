@@ -47,8 +47,7 @@ def test_the_retrained_agent_is_compared_on_the_runs_test_answers(tmp_path, monk
         asked.update(value=value, profile=profile, sets=sets, n=len(questions))
         return {
             "answers": ["kind"] * len(questions),
-            "summary": {"reward_first": 0.1, "reward_last": 0.5},
-            "train_s": 1,
+            "summary": {"reward_first": 0.1, "reward_last": 0.5, "train_s": 1},
         }
 
     md = main(
