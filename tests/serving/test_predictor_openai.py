@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests.conftest import free_port
-from tests.serving.stubs import spawn, stop, wait_http
+from tests.serving.stubs import metric, spawn, stop, wait_http
 
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 QUESTION = "Should I lend my brother money?"
@@ -139,6 +139,25 @@ def test_chain_in_openai_protocol_streams_the_aggregators_answer(predictor, open
     assert len(texts) > 1  # the aggregator's tokens as they came, not one event at the end
     assert chunks[0].model_extra["cmva"] == whole.model_extra["cmva"]
     assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+
+
+def test_chain_in_openai_protocol_client_leaving_a_stream_stops_the_aggregator(predictor, openai_chain):
+    """The client closes its stream after the first chunk: the transformer closes its chat-completions stream to
+    the predictor, whose generation stops (never counted as generated tokens) instead of running to max_tokens."""
+    url = openai_chain(f"packed={predictor}", VALUES)
+    client = openai.OpenAI(base_url=f"{url}/openai/v1", api_key="unused", max_retries=0)
+    kw = {
+        "model": "cmva",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "extra_body": {"profile": {"care": 1.0}},
+    }
+    before = metric(predictor, "cmva_generated_tokens_total", {"adapter": "aggregator"})
+    stream = client.chat.completions.create(**kw, max_tokens=384, stream=True)
+    next(stream)  # sent once the aggregator's stream has started
+    stream.close()
+    client.chat.completions.create(**kw, max_tokens=1)  # queued after it
+    added = metric(predictor, "cmva_generated_tokens_total", {"adapter": "aggregator"}) - before
+    assert added <= 1  # this last answer's token at most; the 384-token stream run to its end: ~100 more
 
 
 def test_chain_in_openai_protocol_degrades_without_an_agent(predictor, openai_chain):
