@@ -99,7 +99,6 @@ async def _chat_events(response: httpx.Response) -> AsyncIterator[dict]:
 def _chunk_events(data: str) -> list[dict]:
     """The text delta and the usage of one `chat.completion.chunk` (an error event raises StreamFailed)."""
     from openai.types.chat import ChatCompletionChunk
-    from pydantic import ValidationError
 
     try:
         raw = json.loads(data)
@@ -107,10 +106,9 @@ def _chunk_events(data: str) -> list[dict]:
             error = raw["error"]
             raise StreamFailed(str(error.get("message", error) if isinstance(error, dict) else error))
         chunk = ChatCompletionChunk.model_validate(raw)
-    except (ValueError, ValidationError):
+    except ValueError:  # not JSON, or not a chunk (pydantic's ValidationError is a ValueError)
         raise StreamFailed(f"aggregator predictor streamed a malformed event: {data[:300]}") from None
     events = [{"text": c.delta.content} for c in chunk.choices if c.delta.content]
-    if chunk.usage is not None:
-        events.append({"usage": {"prompt_tokens": chunk.usage.prompt_tokens,
-                                 "completion_tokens": chunk.usage.completion_tokens}})  # fmt: skip
+    if (u := chunk.usage) is not None:
+        events.append({"usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}})
     return events
