@@ -12,7 +12,7 @@ caller reads them.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 
@@ -33,13 +33,13 @@ def aggregator_error(status: int, text: str) -> Exception:
 
 async def open_stream(client: httpx.AsyncClient, url: str, body: dict) -> AsyncIterator[dict]:
     """The aggregator's stream events for the V1 `body`: {"text": delta} …, then {"usage": {...}}."""
-    return _events(await _open(client, url, body))
+    return _events(await _open(client, url, body), _ndjson_events)
 
 
 async def open_chat_stream(client: httpx.AsyncClient, url: str, body: dict) -> AsyncIterator[dict]:
     """The same events for a chat-completions `body` (`stream` and `stream_options.include_usage` set here)."""
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    return _chat_events(await _open(client, url, body))
+    return _events(await _open(client, url, body), _sse_events)
 
 
 async def _open(client: httpx.AsyncClient, url: str, body: dict) -> httpx.Response:
@@ -54,17 +54,21 @@ async def _open(client: httpx.AsyncClient, url: str, body: dict) -> httpx.Respon
     return response
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[dict]:
+async def _events(response: httpx.Response, parse: Callable[[str], list[dict]]) -> AsyncIterator[dict]:
+    """The events `parse` finds in each line of the response, up to and with the usage."""
     try:
         async for line in response.aiter_lines():
-            if line.strip():
-                event = _event(line)
+            for event in parse(line):
                 yield event
                 if "usage" in event:
                     return
         raise StreamFailed("aggregator predictor ended its stream before the answer was complete")
     finally:
         await response.aclose()
+
+
+def _ndjson_events(line: str) -> list[dict]:
+    return [_event(line)] if line.strip() else []
 
 
 def _event(line: str) -> dict:
@@ -79,21 +83,13 @@ def _event(line: str) -> dict:
     return event
 
 
-async def _chat_events(response: httpx.Response) -> AsyncIterator[dict]:
-    try:
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue  # the blank line ending an event, comments, other SSE fields
-            data = line.removeprefix("data:").strip()
-            if data == "[DONE]":
-                break
-            for event in _chunk_events(data):
-                yield event
-                if "usage" in event:
-                    return
-        raise StreamFailed("aggregator predictor ended its stream before the answer was complete")
-    finally:
-        await response.aclose()
+def _sse_events(line: str) -> list[dict]:
+    """The events of one server-sent-events line: none for the blank line ending an event, comments, other fields
+    and the closing `data: [DONE]` (which comes after the usage, or the stream was cut short)."""
+    data = line.removeprefix("data:").strip()
+    if not line.startswith("data:") or data == "[DONE]":
+        return []
+    return _chunk_events(data)
 
 
 def _chunk_events(data: str) -> list[dict]:
