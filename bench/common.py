@@ -69,3 +69,15 @@ def write_result(name: str, result: dict, markdown: str, out_dir: str | Path | N
 def verdict(value: float, target: float, higher_is_better: bool) -> str:
     ok = value >= target if higher_is_better else value <= target
     return f"{'met' if ok else 'MISSED'} (target {'≥' if higher_is_better else '≤'} {target:g})"
+
+
+def gpu_used_bytes() -> int | None:
+    """Memory in use on GPU 0, all processes (nvidia-smi, so no CUDA context of our own); None without a GPU."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--id=0", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+        return int(out.split()[0]) * 2**20
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from bench.artifacts import WORK, serving_artifacts
-from bench.common import verdict, write_result
+from bench.common import gpu_used_bytes, verdict, write_result
 from bench.serving_stream import time_to_first_token
 
 log = logging.getLogger("bench.serving")
@@ -46,13 +46,15 @@ QUESTIONS = [
 
 
 class RssSampler:
-    """Peak of the summed RSS of a set of processes, sampled every `every_s` in a thread."""
+    """Peak of the summed RSS of a set of processes, sampled every `every_s` in a thread; with a GPU, also the
+    peak of its memory in use (`gpu_peak`, every process on it: compare with a baseline taken before)."""
 
     def __init__(self, pids: list[int], every_s: float = 0.2):
         import psutil
 
         self.procs = [psutil.Process(p) for p in pids]
         self.peak, self.every_s = 0, every_s
+        self.gpu_peak = gpu_used_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -65,6 +67,8 @@ class RssSampler:
                 except Exception:  # a process that died (reliability runs) no longer counts
                     pass
             self.peak = max(self.peak, total)
+            if self.gpu_peak is not None:
+                self.gpu_peak = max(self.gpu_peak, gpu_used_bytes() or 0)
             time.sleep(self.every_s)
 
     def __enter__(self):
@@ -117,6 +121,7 @@ def bench_topology(art: Path, topology: str, tokens: int, reps: int, per_client:
     from cmva.serving.launcher import free_port_block, start_chain
 
     port = free_port_block(8)
+    gpu0 = gpu_used_bytes()
     t0 = time.perf_counter()
     chain = start_chain(str(art), topology, port, log_dir=WORK / f"serve-logs-{topology}", dtype=dtype)
     start_s = time.perf_counter() - t0
@@ -143,6 +148,7 @@ def bench_topology(art: Path, topology: str, tokens: int, reps: int, per_client:
             "ttft_s": statistics.median(got) if got else None,  # None: no answer had visible text
             "ttfts_s": ttft,
             "peak_rss_bytes": rss.peak,
+            "gpu_bytes": None if gpu0 is None else rss.gpu_peak - gpu0,  # the stack's peak on the GPU
             "throughput_1_rps": tp1,
             "throughput_8_rps": tp8,
         }
@@ -208,6 +214,7 @@ def ratios(r: dict, base: dict) -> dict:
         "latency_ratio": r["latency_s"] / base["latency_s"],
         "ttft_ratio": None if r["ttft_s"] is None else r["ttft_s"] / base["latency_s"],
         "rss_ratio": r["peak_rss_bytes"] / base["peak_rss_bytes"],
+        "gpu_ratio": r["gpu_bytes"] / base["gpu_bytes"] if r.get("gpu_bytes") and base.get("gpu_bytes") else None,
         "throughput_ratio": r["throughput_8_rps"] / r["throughput_1_rps"],
     }
 
@@ -243,12 +250,26 @@ def render(r: dict) -> str:
                 f"{x['peak_rss_bytes'] / 2**20:.0f} MiB | {k['rss_ratio']:.2f} | {x['throughput_1_rps']:.3f} req/s | "
                 f"{x['throughput_8_rps']:.3f} req/s | {k['throughput_ratio']:.2f} |"
             )
+    lines += _gpu_lines(r)
     lines += ["", "| dtype | target | measured | verdict |", "|---|---|---|---|"]
     for q, m in r["modes"].items():
         lines += _verdicts(q, m)
     lines += ["", "First token: from sending a streamed request to the aggregator's first text (median); its ÷ base: "
               "that time ÷ one whole base generation."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _gpu_lines(r: dict) -> list[str]:
+    """GPU memory of each stack beside its base model's (nvidia-smi: in use on the GPU, peak − before start)."""
+    rows = [
+        f"| {q} | {t} | {x['gpu_bytes'] / 2**20:.0f} MiB | {m['base']['gpu_bytes'] / 2**20:.0f} MiB "
+        f"| {m['ratios'][t]['gpu_ratio']:.2f} |"
+        for q, m in r["modes"].items()
+        for t, x in m["topologies"].items()
+        if m["ratios"][t].get("gpu_ratio")
+    ]
+    head = ["", "| dtype | topology | GPU memory of the stack | of the base model alone | (b) on the GPU ÷ base |"]
+    return head + ["|---|---|---|---|---|"] + rows if rows else []
 
 
 def _verdicts(q: str, m: dict) -> list[str]:
@@ -259,6 +280,9 @@ def _verdicts(q: str, m: dict) -> list[str]:
             f"| {q} | (a) packed latency ratio | {k['latency_ratio']:.2f} | {verdict(k['latency_ratio'], 2.0, False)} |"
         )
         lines.append(f"| {q} | (b) packed RSS ratio | {k['rss_ratio']:.2f} | {verdict(k['rss_ratio'], 1.3, False)} |")
+        if k.get("gpu_ratio"):
+            g = k["gpu_ratio"]
+            lines.append(f"| {q} | (b) packed GPU memory ratio | {g:.2f} | {verdict(g, 1.3, False)} |")
     for t, k in m["ratios"].items():
         c = k["throughput_ratio"]
         lines.append(f"| {q} | (c) {t} throughput 8 ÷ 1 | {c:.2f} | {verdict(c, 3.0, True)} |")

@@ -44,9 +44,11 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (cmva.models.generation_dtype)")
     a = p.parse_args(argv)
+    from bench.common import gpu_used_bytes
     from cmva.engine import Engine
     from cmva.prompts import agent_messages
 
+    gpu0 = gpu_used_bytes()
     eng = Engine(a.base, dtype=a.dtype, exact_dtype=True)
     msgs = [agent_messages("My friend asked me to lie to her parents about where she was. Should I?")]
 
@@ -62,6 +64,7 @@ def main(argv=None) -> None:
     one = [timed(1) for _ in range(a.reps)]  # prefill + first token
     decode_s = statistics.median(full) - statistics.median(one)
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    gpu = gpu_used_bytes()  # the caching allocator keeps what generation took: in use ≈ this process's peak
     model_bytes = sum(t.numel() * t.element_size() for t in eng.model.parameters())
     out = {
         "device": eng.device,
@@ -72,6 +75,7 @@ def main(argv=None) -> None:
         "decode_tokens_per_s": (a.tokens - 1) / decode_s,
         "model_bytes": model_bytes,
         "peak_rss_bytes": rss_peak,
+        "gpu_bytes": None if gpu0 is None or gpu is None else gpu - gpu0,
         "read_bandwidth_bytes_per_s": read_bandwidth(eng.device),
     }
     print(json.dumps(out))
