@@ -287,7 +287,7 @@ def _verdicts(q: str, m: dict) -> list[str]:
         c = k["throughput_ratio"]
         lines.append(f"| {q} | (c) {t} throughput 8 ÷ 1 | {c:.2f} | {verdict(c, 3.0, True)} |")
     f = m["decode_bandwidth_fraction"]
-    lines.append(f"| {q} | (d) batch-1 decode ÷ bandwidth bound | {f:.2f} | {verdict(f, 0.6, True)} |")
+    lines.append(f"| {q} | (d) batch-1 decode ÷ bandwidth bound | {f:.2g} | {verdict(f, 0.6, True)} |")
     return lines
 
 
