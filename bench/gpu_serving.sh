@@ -2,11 +2,12 @@
 # bench/serving on a lent GPU machine, from the shapes of a trained run (bench/shape_clone) and carried wheels.
 #
 #   here:  python -m bench.shape_clone pack RUN/serving/channels/staging .gpu/shapes
-#          pip download --no-deps … -d .whl (the packages that machine lacks; README "Serving on a GPU")
+#          bash bench/gpu_wheels.sh          # .whl/: the packages that machine lacks, at the lock's versions
 #   there: bash bench/gpu_serving.sh .gpu/shapes "$OUT"
 #
 # Installs .whl/*.whl into /tmp/site when cmva's serving stack does not import there, rebuilds the artifacts with
-# random weights, then runs bench/serving: bfloat16 packed, float32 packed, bfloat16 separate; results in OUT/<dtype>-<topology>/.
+# random weights, then runs bench/decode_modes (DECODE_MODES=0: not) and bench/serving for each RUNS entry (default
+# "bfloat16:packed float32:packed"; add bfloat16:separate where time allows); results in OUT/<dtype>-<topology>/.
 set -euo pipefail
 shapes=${1:-.gpu/shapes}
 out=${2:-bench/results/gpu}
@@ -22,7 +23,10 @@ nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv || t
 art=bench/.work/shape-run
 rm -rf "$art"
 "$py" -m bench.shape_clone unpack "$shapes" "$art"
-for run in bfloat16:packed float32:packed bfloat16:separate; do  # most wanted first: each writes its own result
+if [ "${DECODE_MODES:-1}" != 0 ]; then  # eager / static cache / compiled (CUDA graphs) / bfloat16, one generation
+  "$py" -m bench.decode_modes --base "$art/base" --out "$out/decode_modes" || echo "bench/decode_modes FAILED (exit $?)"
+fi
+for run in ${RUNS:-bfloat16:packed float32:packed}; do  # most wanted first: each writes its own result
   "$py" -m bench.serving --artifacts "$art" --dtypes "${run%%:*}" --topologies "${run##*:}" --out "$out/${run/:/-}" \
     ${BENCH_ARGS:-} || echo "bench/serving ${run} FAILED (exit $?)"
 done
