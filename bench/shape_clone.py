@@ -2,15 +2,16 @@
 
 A machine that cannot receive the weights (a lent GPU reached through a 64 MiB transfer) rebuilds them from
 their shapes. Serving speed and memory depend on shapes and token counts, not on what the weights learned
-(bench/serving forces every generation to exactly `--tokens` new tokens), so figures measured on the clone
-are the trained run's; answers' text is not (random weights write random tokens).
+(bench/serving forces every generation to exactly `--tokens` new tokens), so the clone does the trained run's
+work, except that the aggregator reads random tokens as the agents' answers; the answers' text means nothing.
 
     python -m bench.shape_clone pack RUN/serving/channels/staging .gpu/shapes   # here: configs, tokenizers, headers
     python -m bench.shape_clone unpack .gpu/shapes bench/.work/shape-run        # there: random weights, new manifests
 
 `pack` copies every file except large `*.safetensors` (for those, the tensors' names, shapes and dtypes) and the
-channel's own bookkeeping (its release record names the trained run, whose files these are not); `unpack` writes the weights (norm weights 1, biases 0, other floats N(0, 0.02), integer
-buffers 0…n−1) and rebuilds each `_manifest.json` so the predictors' checksum verification passes.
+channel's own bookkeeping (its release record names the trained run, whose files these are not); `unpack` writes
+the weights (norm weights 1, biases 0, other floats N(0, 0.02), integer buffers 0…n−1) and rebuilds each
+`_manifest.json` so the predictors' checksum verification passes.
 """
 
 from __future__ import annotations
