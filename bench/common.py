@@ -81,3 +81,11 @@ def gpu_used_bytes() -> int | None:
         return int(out.split()[0]) * 2**20
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
+
+
+def sync_device(device: str) -> None:
+    """Wait for the GPU's queued work (timings on CUDA); nothing on a CPU."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()

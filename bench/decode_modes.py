@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import write_result
+from bench.common import sync_device, write_result
 
 MODES = ("eager", "static", "compile", "bfloat16")
 QUESTION = "My friend asked me to lie to her parents about where she was. Should I?"
@@ -49,23 +49,16 @@ def one_mode(base: str, mode: str, tokens: int, reps: int, device: str = "cpu") 
         kw["compile_config"] = cfg
 
     def run() -> float:
-        _sync(device)
+        sync_device(device)
         t = time.perf_counter()
         with torch.inference_mode():
             model.generate(**enc, **kw)
-        _sync(device)
+        sync_device(device)
         return time.perf_counter() - t
 
     first = run()
     times = [run() for _ in range(reps)]
     return {"first_s": first, "best_s": min(times), "times_s": times, "prompt_tokens": enc.input_ids.shape[1]}
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def op_profile(base: str, rows: int = 8, device: str = "cpu") -> list[dict]:
@@ -81,11 +74,11 @@ def op_profile(base: str, rows: int = 8, device: str = "cpu") -> list[dict]:
         nxt = torch.tensor([[5]], device=device)
         for _ in range(3):
             model(nxt, past_key_values=cache, use_cache=True)
-        _sync(device)
+        sync_device(device)
         with profile(activities=[ProfilerActivity.CPU]) as p:
             for _ in range(5):
                 model(nxt, past_key_values=cache, use_cache=True)
-            _sync(device)
+            sync_device(device)
     ev = sorted(p.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in ev)
     return [

@@ -21,8 +21,6 @@ import numpy as np
 
 from bench.common import write_result
 
-FIRST_WORDS = 12
-
 
 def load(report: Path) -> tuple[list[str], dict[str, dict[str, str]], dict[str, dict], list[str], list[str]]:
     """(values, {system: {row id: answer}} under MIC's own profile, {row id: profile}, targets, their row ids)."""
@@ -68,12 +66,13 @@ def bounds(values, answers, profiles, targets, ids) -> dict:
 
 
 def copies(cmva: dict, agents: dict, heaviest: list[str], ids: list[str]) -> dict[str, int]:
-    """How many CMVA-GS answers start like the heaviest value's agent, like another agent, or like none (apart: the
-    rows whose profile weighs every value 0)."""
-    head = lambda t: " ".join(t.split()[:FIRST_WORDS])  # noqa: E731
+    """How many CMVA-GS answers open like the heaviest value's agent's, like another agent's, or like none
+    (`cmva.profile_metrics.same_opening`; apart: the rows whose profile weighs every value 0)."""
+    from cmva.profile_metrics import same_opening
+
     n: Counter = Counter()
     for i, v in zip(ids, heaviest, strict=True):
-        same = [a for a, ans in agents.items() if head(ans[i]) == head(cmva[i])]
+        same = [a for a, ans in agents.items() if same_opening([cmva[i]], [ans[i]]) == 1.0]
         kind = "the heaviest value's agent" if v in same else "another agent" if same else "no agent"
         n[kind + ("" if v else " (profile all zero)")] += 1
     return dict(n)
@@ -95,7 +94,7 @@ def render(r: dict) -> str:
             f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] |"
         )
     c = r["copies"]
-    lines += ["", f"CMVA-GS's answer starts like (first {FIRST_WORDS} words): "
+    lines += ["", "CMVA-GS's answer starts like (first 12 words): "
               + ", ".join(f"{k} {v}" for k, v in c.items()) + f" (of {r['rows']})."]  # fmt: skip
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,8 @@ import resource
 import statistics
 import time
 
+from bench.common import gpu_used_bytes, sync_device
+
 
 def read_bandwidth(device: str, gib: float = 1.0, reps: int = 7) -> float:
     """Bytes/s of reading a large float32 buffer with torch (same threads as the model): best of `reps`."""
@@ -22,19 +24,12 @@ def read_bandwidth(device: str, gib: float = 1.0, reps: int = 7) -> float:
     x = torch.ones(int(gib * 2**30 / 4), dtype=torch.float32, device=device)
     best = float("inf")
     for _ in range(reps):
-        _sync(device)
+        sync_device(device)
         t = time.perf_counter()
         x.sum()
-        _sync(device)
+        sync_device(device)
         best = min(best, time.perf_counter() - t)
     return x.numel() * 4 / best
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def main(argv=None) -> None:
@@ -44,7 +39,6 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (cmva.models.generation_dtype)")
     a = p.parse_args(argv)
-    from bench.common import gpu_used_bytes
     from cmva.engine import Engine
     from cmva.prompts import agent_messages
 
@@ -53,10 +47,10 @@ def main(argv=None) -> None:
     msgs = [agent_messages("My friend asked me to lie to her parents about where she was. Should I?")]
 
     def timed(n: int) -> float:
-        _sync(eng.device)
+        sync_device(eng.device)
         t = time.perf_counter()
         eng.generate(msgs, max_new_tokens=n, min_new_tokens=n, batch_size=1)
-        _sync(eng.device)
+        sync_device(eng.device)
         return time.perf_counter() - t
 
     timed(a.tokens)  # warm-up

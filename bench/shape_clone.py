@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import struct
 from pathlib import Path
 
 from cmva.storage import MANIFEST, build_manifest
@@ -31,13 +30,12 @@ SMALL = 1 << 20  # weights files up to this size travel as they are
 
 
 def safetensors_header(path: Path) -> dict:
-    """The tensors' names, dtypes and shapes of a safetensors file (its JSON header, no data read)."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    return {k: {"dtype": v["dtype"], "shape": v["shape"]} for k, v in header.items() if k != "__metadata__"} | {
-        "__metadata__": header.get("__metadata__", {})
-    }
+    """The tensors' names, dtypes and shapes of a safetensors file, and its metadata (no tensor data read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: {"dtype": f.get_slice(k).get_dtype(), "shape": f.get_slice(k).get_shape()} for k in f.keys()}
+        return tensors | {"__metadata__": f.metadata() or {}}
 
 
 def _files(root: Path) -> list[Path]:
