@@ -231,19 +231,21 @@ class LocalStore:
     def get(self, name: str) -> Path:
         """`<root>/<name>`, once the version it points at has matched its manifest.
 
-        A version replaced (and deleted) while it is being verified is not an error: the new one is.
+        A version replaced (and deleted) while it is being verified is not an error: the new one is verified, for as
+        long as publishers keep overtaking the check (20 versions; then the failure is raised).
         """
         name = _check_name(name)
         link = self.root / name
-        d = link.resolve()  # one version throughout, even if the link is swapped meanwhile
-        for _ in range(2):
+        d = link.resolve()  # one version per attempt, even if the link is swapped meanwhile
+        for _ in range(19):
             try:
                 self._verify(d, name)
                 return link
             except StorageError:
-                if link.resolve() == d:
+                current = link.resolve()
+                if current == d:
                     raise
-                d = link.resolve()
+                d = current
         self._verify(d, name)
         return link
 
