@@ -36,13 +36,16 @@ class DevSelection(TrainerCallback):
         start: int = 1,
         patience: int = 0,
         max_new_tokens: int = 32,
+        decoding=None,
     ):
+        """`decoding`: the base's rule for answers (`cmva.decoding.Decoding`; None: none)."""
         if not questions:
             raise ValueError("checkpoint selection needs dev questions (MIC rows with split=dev)")
         if every < 1:
             raise ValueError(f"agent.select_every must be ≥ 1 to select, got {every}")
         self.model, self.tok, self.questions, self.reward = model, tokenizer, list(questions), reward
         self.every, self.start, self.patience, self.max_new_tokens = every, max(start, 1), patience, max_new_tokens
+        self.decoding = decoding
         self.history: list[dict] = []  # {"step", "dev_reward"} per judgement
         self.best_step: int | None = None
         self._best_reward = float("-inf")
@@ -78,8 +81,9 @@ class DevSelection(TrainerCallback):
 
     def answers(self) -> list[str]:
         import torch
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, LogitsProcessorList
 
+        from cmva.decoding import Decoding, answer_processors
         from cmva.prompts import agent_messages
 
         texts = [
@@ -95,11 +99,12 @@ class DevSelection(TrainerCallback):
             pad_token_id=self.tok.pad_token_id,
             eos_token_id=self.tok.eos_token_id,
         )
+        rule = LogitsProcessorList(answer_processors(self.decoding or Decoding(), enc["input_ids"].shape[1]))
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                out = self.model.generate(**enc, generation_config=cfg)
+                out = self.model.generate(**enc, generation_config=cfg, logits_processor=rule)
         finally:
             self.model.train(was_training)
         return self.tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)

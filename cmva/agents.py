@@ -152,7 +152,7 @@ def train_agent(
         peft_config=lora_config(cfg.lora),
     )
     sampling.install(trainer.model, seed)  # 2 processes sample what 1 process would (cmva.sampling)
-    selection = _selection(trainer, tok, dev_questions, reward, cfg)
+    selection = _selection(trainer, tok, dev_questions, reward, cfg, base_path)
     t0 = time.time()
     trainer.train()
     if selection:
@@ -193,11 +193,13 @@ def _history(log_history: list[dict], reward_name: str) -> list[dict]:
     return rows
 
 
-def _selection(trainer, tok, dev_questions: list[str] | None, reward, cfg: AgentCfg):
-    """The dev-checkpoint selection callback, added to `trainer`, when the recipe asks for one (else None)."""
+def _selection(trainer, tok, dev_questions: list[str] | None, reward, cfg: AgentCfg, base_path):
+    """The dev-checkpoint selection callback, added to `trainer`, when the recipe asks for one (else None); its greedy
+    answers follow the base's decoding rule, as the served ones do (cmva.decoding)."""
     if not cfg.select_every:
         return None
     from cmva.agent_selection import DevSelection
+    from cmva.decoding import load_decoding
 
     questions = (dev_questions or [])[: cfg.select_questions]
     sel = DevSelection(
@@ -209,6 +211,7 @@ def _selection(trainer, tok, dev_questions: list[str] | None, reward, cfg: Agent
         start=cfg.select_from,
         patience=cfg.select_patience,
         max_new_tokens=cfg.max_completion_length,
+        decoding=load_decoding(base_path),
     )
     trainer.add_callback(sel)
     return sel

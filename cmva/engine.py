@@ -95,7 +95,10 @@ class Engine:
         a CPU too (`cmva.models.generation_dtype`: float32 or bfloat16, as a server's `--dtype`)."""
         import torch
 
+        from cmva.decoding import load_decoding
+
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.decoding = load_decoding(base_path)  # the rule every answer follows (cmva.decoding), before loading
         model = load_causal_lm(base_path, dtype=dtype, exact=exact_dtype)  # a bad dtype is refused before loading
         self.tokenizer = load_tokenizer(base_path)
         model.to(self.device)
@@ -192,6 +195,9 @@ class Engine:
         """
         import torch
         from tqdm.auto import tqdm
+        from transformers import LogitsProcessorList
+
+        from cmva.decoding import answer_processors
 
         n = len(prompts)
         names = list(adapter_names) if adapter_names is not None else [BASE] * n
@@ -222,6 +228,8 @@ class Engine:
             )
             if min_new_tokens:
                 kwargs["min_new_tokens"] = min_new_tokens
+            if processors := answer_processors(self.decoding, enc["input_ids"].shape[1]):
+                kwargs["logits_processor"] = LogitsProcessorList(processors)
             if streamer is not None:
                 kwargs["streamer"] = streamer
             if do_sample:

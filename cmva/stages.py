@@ -68,12 +68,14 @@ class Stage:
 
 
 def _import_base(out: Path, c: StageCall) -> None:
+    from cmva.decoding import Decoding, save_decoding
     from cmva.models import import_base, tiny_model
 
     if c.profile.base.source == "tiny":
         tiny_model(out, seed=c.profile.seed)
     else:
         import_base(out, c.profile.base.source)
+    save_decoding(out, Decoding(no_repeat_ngram_size=c.profile.base.no_repeat_ngram_size))
 
 
 def _train_rewards(out: Path, c: StageCall) -> None:

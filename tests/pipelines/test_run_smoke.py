@@ -191,3 +191,19 @@ def test_evaluate_any_mic_schema_csv(smoke_run, tmp_path):
         app, ["evaluate", "--artifacts", str(out), "--data", str(bad), "--out", str(tmp_path / "ev2")]
     )
     assert res.exit_code == 2 and "A_agrees" in res.output
+
+
+def test_base_carries_the_recipes_decoding_rule_and_answers_follow_it(smoke_run, tmp_path):
+    from bench.decode_rule import main as decode_rule
+    from cmva.decoding import load_decoding
+
+    out, _, _ = smoke_run
+    assert load_decoding(out / "base").no_repeat_ngram_size == 3  # smoke.yaml's base.no_repeat_ngram_size
+    args = ["--artifacts", str(out), "--report", str(out / "eval"), "--out", str(tmp_path)]
+    same = decode_rule([*args, "--ngram", "3"])  # the base's own rule: the evaluation's answers again
+    assert same["rule"]["rougeL"] == same["evaluation"]["rougeL"]
+    assert same["rule"]["conformity"] == same["evaluation"]["conformity"]
+    assert not any(same["changed"].values())
+    free = decode_rule([*args, "--ngram", "0"])  # no rule: the tiny random model's answers change
+    assert max(free["changed"].values()) > 0.5
+    assert "| agent:care |" in (tmp_path / "decode_rule_answer.md").read_text()

@@ -92,3 +92,23 @@ def test_no_dev_questions_is_refused(peft_model):
     model, tok = peft_model
     with pytest.raises(ValueError, match="dev questions"):
         DevSelection(model, tok, [], scripted([]), every=1)
+
+
+def test_judged_answers_follow_the_bases_decoding_rule(peft_model):
+    from cmva.decoding import Decoding
+
+    model, tok = peft_model
+    questions = ["Is it fine to lie?", "Why help a stranger?"]
+
+    def ids(decoding):
+        texts = DevSelection(
+            model, tok, questions, scripted([]), every=1, max_new_tokens=16, decoding=decoding
+        ).answers()
+        return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def repeats(row):
+        grams = [tuple(row[i : i + 2]) for i in range(len(row) - 1)]
+        return len(grams) - len(set(grams))
+
+    assert ids(None) != ids(Decoding(no_repeat_ngram_size=2))  # the rule changes what is judged
+    assert all(len(r) > 4 and repeats(r) == 0 for r in ids(Decoding(no_repeat_ngram_size=2)))
