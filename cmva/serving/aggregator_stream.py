@@ -105,6 +105,11 @@ def _chunk_events(data: str) -> list[dict]:
     except ValueError:  # not JSON, or not a chunk (pydantic's ValidationError is a ValueError)
         raise StreamFailed(f"aggregator predictor streamed a malformed event: {data[:300]}") from None
     events = [{"text": c.delta.content} for c in chunk.choices if c.delta.content]
-    if (u := chunk.usage) is not None:
-        events.append({"usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}})
+    if (usage := token_counts(chunk.usage)) is not None:
+        events.append({"usage": usage})
     return events
+
+
+def token_counts(usage) -> dict | None:
+    """{"prompt_tokens", "completion_tokens"} of an `openai` CompletionUsage (None: none reported)."""
+    return usage and {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from cmva.prompts import agent_messages
 from cmva.serving.agent_calls import AgentRoute
-from cmva.serving.aggregator_stream import aggregator_error
+from cmva.serving.aggregator_stream import aggregator_error, token_counts
 from cmva.serving.call_policy import Failure, post, with_retries
 from cmva.serving.errors import BadGateway, ServiceUnavailable
 from cmva.serving.schemas import PredictRequest
@@ -39,8 +39,7 @@ def completion_of(content: bytes) -> dict:
         raise ValueError(str(e).splitlines()[0]) from None
     if not c.choices or not isinstance(c.choices[0].message.content, str):
         raise ValueError("no choice with a text answer")
-    usage = c.usage and {"prompt_tokens": c.usage.prompt_tokens, "completion_tokens": c.usage.completion_tokens}
-    return {"answer": c.choices[0].message.content, "usage": usage}
+    return {"answer": c.choices[0].message.content, "usage": token_counts(c.usage)}
 
 
 async def ask_agents(
