@@ -89,13 +89,11 @@ def figures(preds: dict[str, list[str]], rows, rewards, names) -> dict:
 
 
 def evaluated(report: Path, rows, systems) -> dict[str, list[str]]:
-    """The evaluation's own answers per system, in `rows`' order."""
-    by = {}
-    for line in (report / "generations.jsonl").read_text().splitlines():
-        g = json.loads(line)
-        if not g.get("probe"):
-            by[(g["row_id"], g["system"])] = g["text"]
-    return {s: [by[(r["id"], s)] for r in rows] for s in systems}
+    """The evaluation's own answers per system, in `rows`' order (`bench.rouge_bounds.load`: probes left out)."""
+    from bench.rouge_bounds import load
+
+    by = load(report)[1]
+    return {s: [by[s][r["id"]] for r in rows] for s in systems}
 
 
 def markdown(result: dict) -> str:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 
 from transformers import TrainerCallback
 
+from cmva.decoding import Decoding
+
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +47,7 @@ class DevSelection(TrainerCallback):
             raise ValueError(f"agent.select_every must be ≥ 1 to select, got {every}")
         self.model, self.tok, self.questions, self.reward = model, tokenizer, list(questions), reward
         self.every, self.start, self.patience, self.max_new_tokens = every, max(start, 1), patience, max_new_tokens
-        self.decoding = decoding
+        self.decoding = decoding or Decoding()
         self.history: list[dict] = []  # {"step", "dev_reward"} per judgement
         self.best_step: int | None = None
         self._best_reward = float("-inf")
@@ -83,7 +85,7 @@ class DevSelection(TrainerCallback):
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
-        from cmva.decoding import Decoding, answer_processors
+        from cmva.decoding import answer_processors
         from cmva.prompts import agent_messages
 
         texts = [
@@ -99,7 +101,7 @@ class DevSelection(TrainerCallback):
             pad_token_id=self.tok.pad_token_id,
             eos_token_id=self.tok.eos_token_id,
         )
-        rule = LogitsProcessorList(answer_processors(self.decoding or Decoding(), enc["input_ids"].shape[1]))
+        rule = LogitsProcessorList(answer_processors(self.decoding, enc["input_ids"].shape[1]))
         was_training = self.model.training
         self.model.eval()
         try:

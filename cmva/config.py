@@ -90,8 +90,8 @@ class BaseCfg(_Stage):
     # The dtype the base model is loaded in for training and generation (cmva.models.load_dtype): honoured on a GPU
     # ("auto": bfloat16 where supported); a CPU always loads float32 (the smoke and cpu results are float32 ones).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    # Greedy and sampled answers never repeat one of their own n-token sequences (0: off); saved with the imported
-    # base (cmva.decoding), so evaluation, the aggregator's data and the servers all follow it.
+    # The engine's answers never repeat one of their own n-token sequences (0: off); saved with the imported base
+    # (cmva.decoding), so evaluation, the aggregator's data and the servers all follow it (RL's samples do not).
     no_repeat_ngram_size: int = Field(0, ge=0)
 
 

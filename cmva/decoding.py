@@ -23,7 +23,7 @@ import functools
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 DECODING_FILE = "decoding.json"
 
@@ -50,7 +50,7 @@ def load_decoding(base_dir: str | Path) -> Decoding:
         return Decoding()
     try:
         return Decoding.model_validate(json.loads(path.read_text()))
-    except (ValueError, ValidationError) as e:
+    except ValueError as e:  # not JSON, or not a rule (pydantic's ValidationError is a ValueError)
         raise ValueError(f"{path}: not a valid decoding rule: {e}") from e
 
 
