@@ -1,7 +1,7 @@
 """Serving benchmark: chain latency, memory, concurrency and decode speed, as ratios measured side by side.
 
     .venv/bin/python -m bench.serving [--artifacts runs/cpu] [--tokens 32] [--topologies packed,separate]
-                                        [--dtypes float32,bfloat16]
+                                        [--dtypes float32,bfloat16,float16-weights]
 
 (a) latency of one chain request (all agents + aggregator, same max/min_new_tokens) ÷ one plain generation
     of the base model — target ≤ 2.0 (packed);
@@ -177,7 +177,9 @@ def main(argv=None) -> None:
     p.add_argument("--per-client", type=int, default=3, help="requests per client in the throughput runs")
     p.add_argument("--topologies", default="packed,separate")
     p.add_argument(
-        "--dtypes", default="float32", help="comma-separated: float32, bfloat16 (each with its own base probe)"
+        "--dtypes",
+        default="float32",
+        help="comma-separated: float32, bfloat16, float16-weights (each with its own base probe)",
     )
     p.add_argument("--out", help="results directory (default bench/results)")
     a = p.parse_args(argv)
@@ -191,7 +193,7 @@ def main(argv=None) -> None:
 
 
 def bench_mode(art: Path, a: argparse.Namespace, dtype: str) -> dict:
-    """The base probe and every topology with the predictors' base model in `dtype` (float32 | bfloat16)."""
+    """The base probe and every topology with the predictors' base model in `dtype` (float32 | bfloat16 | float16-weights)."""
     base = run_probe(art, a.tokens, a.reps, dtype)
     log.info("base (%s): %.2f s per generation, %.1f tok/s", dtype, base["latency_s"], base["decode_tokens_per_s"])
     topo = {}

@@ -32,12 +32,28 @@ def read_bandwidth(device: str, gib: float = 1.0, reps: int = 7) -> float:
     return x.numel() * 4 / best
 
 
+def weight_bytes(model) -> int:
+    """Bytes of the weights one decode step reads: the parameters, and float16-packed linear layers (dtype
+    `float16-weights`, cmva.cpu_linear) at 2 bytes per weight; there the input embedding, of which a step reads one row
+    per token, is left out (the packed output head is read instead)."""
+    from cmva.cpu_linear import Float16WeightLinear
+
+    packed = [m for m in model.modules() if isinstance(m, Float16WeightLinear)]
+    total = sum(t.numel() * t.element_size() for t in model.parameters())
+    if packed:
+        emb = model.get_input_embeddings().weight
+        total += sum(m.in_features * m.out_features * 2 for m in packed) - emb.numel() * emb.element_size()
+    return total
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--base", required=True)
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (cmva.models.generation_dtype)")
+    p.add_argument(
+        "--dtype", default="float32", help="float32 | bfloat16 | float16-weights (cmva.models.generation_dtype)"
+    )
     a = p.parse_args(argv)
     from cmva.engine import Engine
     from cmva.prompts import agent_messages
@@ -59,7 +75,7 @@ def main(argv=None) -> None:
     decode_s = statistics.median(full) - statistics.median(one)
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     gpu = gpu_used_bytes()  # the caching allocator keeps what generation took: in use ≈ this process's peak
-    model_bytes = sum(t.numel() * t.element_size() for t in eng.model.parameters())
+    model_bytes = weight_bytes(eng.model)
     out = {
         "device": eng.device,
         "tokens": a.tokens,

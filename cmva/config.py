@@ -77,7 +77,8 @@ class StorageSettings(BaseSettings):
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator  # noqa: E402
 
 # The dtypes a model generates in on a CPU too (serving's `--dtype`, `evaluate.dtype`; cmva.models.generation_dtype).
-GenerationDtype = Literal["float32", "bfloat16"]
+# float16-weights: CPU only, float32 compute over float16-packed linear weights (cmva.cpu_linear).
+GenerationDtype = Literal["float32", "bfloat16", "float16-weights"]
 GENERATION_DTYPES: tuple[str, ...] = get_args(GenerationDtype)
 
 

@@ -92,9 +92,10 @@ class Engine:
         exact_dtype: bool = False,
     ):
         """`dtype`: the run's `base.dtype` (float32 on a CPU, `cmva.models.load_dtype`); with `exact_dtype` it holds on
-        a CPU too (`cmva.models.generation_dtype`: float32 or bfloat16, as a server's `--dtype`)."""
+        a CPU too (`cmva.models.generation_dtype`: float32, bfloat16 or float16-weights, as a server's `--dtype`)."""
         import torch
 
+        from cmva.cpu_linear import WEIGHTS_DTYPE, pack_float16_linears
         from cmva.decoding import load_decoding
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -111,6 +112,8 @@ class Engine:
             for name, path in items[1:]:
                 model.load_adapter(str(path), adapter_name=name, is_trainable=False)
             self.adapters = [n for n, _ in items]
+        if exact_dtype and dtype == WEIGHTS_DTYPE:
+            pack_float16_linears(model)  # after the adapters: peft wraps only torch.nn.Linear base layers
         self.max_fused_rank = self.FUSED_RANK_FACTOR * max((model.peft_config[a].r for a in self.adapters), default=0)
         self.model = model.eval()
         self._mixed = None  # the fused path over the adapters in `_mixed_for` (built at the first mixed batch)

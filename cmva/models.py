@@ -217,16 +217,22 @@ def generation_dtype(dtype: str, cuda: bool | None = None) -> str:
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if dtype == "bfloat16" and not cuda and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise ValueError("dtype bfloat16: this CPU has no native bf16 matmuls (AVX512-BF16 or AMX); use float32")
+    if dtype == "float16-weights" and cuda:
+        raise ValueError("dtype float16-weights is for CPUs (fbgemm's kernels); on a GPU use bfloat16 or float32")
     return dtype
 
 
 def load_causal_lm(path: str | Path, dtype: str = "float32", exact: bool = False):
     """Load a safetensors causal LM checkpoint (never pickles) in eval mode, in `load_dtype(dtype)` (`exact`: in
-    `generation_dtype(dtype)`, on a CPU too)."""
+    `generation_dtype(dtype)`, on a CPU too; `float16-weights` loads float32: `cmva.engine.Engine` packs the linear
+    layers once its adapters are loaded, cmva.cpu_linear)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    torch_dtype = getattr(torch, generation_dtype(dtype) if exact else load_dtype(dtype))
+    from cmva.cpu_linear import WEIGHTS_DTYPE
+
+    name = generation_dtype(dtype) if exact else load_dtype(dtype)
+    torch_dtype = getattr(torch, "float32" if name == WEIGHTS_DTYPE else name)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
     model.eval()
     return model

@@ -166,26 +166,66 @@ def test_bfloat16_engine_on_cpu_close_to_float32_and_adapters_still_act(native_b
     assert bf.model.get_input_embeddings().weight.dtype == torch.bfloat16
     assert fp.model.get_input_embeddings().weight.dtype == torch.float32
     assert Engine(tiny_base, dtype="bfloat16").model.dtype == torch.float32  # a run's base.dtype: float32 on a CPU
-
-    def logits(eng, adapter):
-        enc = eng.tokenizer([eng.chat_prompt(agent_messages("Should I lend money?"))], return_tensors="pt")
-        with torch.inference_mode():
-            if adapter == BASE:
-                with eng.model.disable_adapter():
-                    return eng.model(**enc).logits[0, -1].float()
-            eng.model.set_adapter(adapter)
-            return eng.model(**enc).logits[0, -1].float()
-
-    for a in ("care", BASE):
-        ref, got = logits(fp, a), logits(bf, a)
-        assert not torch.equal(ref, got) and torch.corrcoef(torch.stack([ref, got]))[0, 1] > 0.99
-    d_fp, d_bf = logits(fp, "care") - logits(fp, BASE), logits(bf, "care") - logits(bf, BASE)
-    assert d_fp.abs().max() > 1e-3 and torch.corrcoef(torch.stack([d_fp, d_bf]))[0, 1] > 0.9
+    _close_to_float32_with_adapters_acting(fp, bf)
     mixed = bf.generate([agent_messages("Is it fair?")] * 2, ["care", BASE], max_new_tokens=6, batch_size=2)
     assert len(mixed) == 2
 
 
+def _last_logits(eng, adapter):
+    enc = eng.tokenizer([eng.chat_prompt(agent_messages("Should I lend money?"))], return_tensors="pt")
+    with torch.inference_mode():
+        if adapter == BASE:
+            with eng.model.disable_adapter():
+                return eng.model(**enc).logits[0, -1].float()
+        eng.model.set_adapter(adapter)
+        return eng.model(**enc).logits[0, -1].float()
+
+
+def _close_to_float32_with_adapters_acting(fp, other):
+    """`other`'s next-token logits differ from float32's but correlate with them, and its adapter moves them as the
+    float32 one does."""
+    for a in ("care", BASE):
+        ref, got = _last_logits(fp, a), _last_logits(other, a)
+        assert not torch.equal(ref, got) and torch.corrcoef(torch.stack([ref, got]))[0, 1] > 0.99
+    d_fp = _last_logits(fp, "care") - _last_logits(fp, BASE)
+    d_other = _last_logits(other, "care") - _last_logits(other, BASE)
+    assert d_fp.abs().max() > 1e-3 and torch.corrcoef(torch.stack([d_fp, d_other]))[0, 1] > 0.9
+
+
+def test_float16_weights_engine_packs_the_base_linears_and_keeps_adapters_float32(tiny_base, tmp_path):
+    """`float16-weights` (CPU): every linear layer of the base and the output head packed as float16 for fbgemm, the
+    LoRA factors still float32; logits close to float32's; mixed batches and a weighted merge made after packing
+    work; the same engine twice gives the same greedy answers."""
+    from cmva.cpu_linear import Float16WeightLinear
+
+    adapters = {v: _random_adapter(tiny_base, tmp_path / v, seed) for v, seed in (("care", 50), ("loyalty", 51))}
+    fp = Engine(tiny_base, adapters)
+    f16 = Engine(tiny_base, adapters, dtype="float16-weights", exact_dtype=True)
+    linears = [n for n, m in fp.model.named_modules() if type(m) is torch.nn.Linear and ".lora_" not in n]
+    packed = [n for n, m in f16.model.named_modules() if isinstance(m, Float16WeightLinear)]
+    assert packed == linears and len(packed) > 2
+    assert f16.model.get_output_embeddings().weight.dtype == torch.float32  # what peft reads for adapters' dtype
+    lora = [m for n, m in f16.model.named_modules() if n.endswith("lora_A.care")]
+    assert lora and all(type(m) is torch.nn.Linear and m.weight.dtype == torch.float32 for m in lora)
+    _close_to_float32_with_adapters_acting(fp, f16)
+    questions = [agent_messages("Is it fair?"), agent_messages("Should I lend money?")]
+    merged = f16.add_weighted_adapter("merge", {"care": 0.5, "loyalty": 0.5})
+    names = ["care", "loyalty", merged, BASE]
+    mixed = f16.generate(questions * 2, names, max_new_tokens=6, batch_size=4)
+    again = Engine(tiny_base, adapters, dtype="float16-weights", exact_dtype=True)
+    again.add_weighted_adapter("merge", {"care": 0.5, "loyalty": 0.5})
+    assert again.generate(questions * 2, names, max_new_tokens=6, batch_size=4) == mixed
+
+
+def test_float16_weights_are_refused_on_a_gpu():
+    from cmva.models import generation_dtype
+
+    assert generation_dtype("float16-weights", cuda=False) == "float16-weights"
+    with pytest.raises(ValueError, match="float16-weights is for CPUs"):
+        generation_dtype("float16-weights", cuda=True)
+
+
 @pytest.mark.parametrize("bad", ["int8", "float16", "fp32"])
 def test_unknown_generation_dtype_is_refused_before_loading(bad, tmp_path):
-    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16"):
+    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, float16-weights"):
         Engine(tmp_path / "no-such-model", dtype=bad, exact_dtype=True)
