@@ -37,15 +37,17 @@ def best(fn, reps: int) -> float:
     return min(times)
 
 
-def steps(art: Path, tokens: int, reps: int) -> dict[str, float]:
-    """Seconds of each step of one request with all five values, and of one plain base generation."""
+def steps(art: Path, tokens: int, reps: int, dtype: str = "float32") -> dict[str, float]:
+    """Seconds of each step of one request with all five values, and of one plain base generation, the base model in
+    `dtype` (as a predictor's `--dtype`)."""
     from cmva.engine import BASE, Engine
     from cmva.prompts import agent_messages, aggregator_messages
     from cmva.ranking import AnswerRanker
     from cmva.rewards import RewardModel
 
     values = list(PROFILE)
-    engine = Engine(art / "base", {**{v: art / "agents" / v for v in values}, "aggregator": art / "aggregator"})
+    adapters = {**{v: art / "agents" / v for v in values}, "aggregator": art / "aggregator"}
+    engine = Engine(art / "base", adapters, dtype=dtype, exact_dtype=True)
     rewards = RewardModel.load(art / "rewards")
     ranker = AnswerRanker.load(art / "aggregator", art / "rewards")
     q = QUESTIONS[0]
@@ -75,7 +77,7 @@ def rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def memory_steps(art: Path, tokens: int) -> dict[str, float]:
+def memory_steps(art: Path, tokens: int, dtype: str = "float32") -> dict[str, float]:
     """RSS (MiB) of one process after each thing the packed predictor holds is loaded, then after one request's
     generations; run in a fresh process (`--part memory`), so the first figure is the interpreter's."""
     out = {"python + cmva": rss_mib()}
@@ -88,10 +90,11 @@ def memory_steps(art: Path, tokens: int) -> dict[str, float]:
     from cmva.engine import Engine
 
     values = list(PROFILE)
-    engine = Engine(art / "base")
+    engine = Engine(art / "base", dtype=dtype, exact_dtype=True)
     out["+ base model"] = rss_mib()
     del engine
-    engine = Engine(art / "base", {**{v: art / "agents" / v for v in values}, "aggregator": art / "aggregator"})
+    adapters = {**{v: art / "agents" / v for v in values}, "aggregator": art / "aggregator"}
+    engine = Engine(art / "base", adapters, dtype=dtype, exact_dtype=True)
     out["base model + 6 adapters (the base alone freed first)"] = rss_mib()
     from cmva.rewards import RewardModel
 
@@ -112,14 +115,14 @@ def memory_steps(art: Path, tokens: int) -> dict[str, float]:
     return out
 
 
-def chain_latency(art: Path, tokens: int, reps: int) -> float:
+def chain_latency(art: Path, tokens: int, reps: int, dtype: str = "float32") -> float:
     """Median latency of the packed chain over HTTP (bench/serving's (a) numerator)."""
     import httpx
 
     from bench.serving import chain_request
     from cmva.serving.launcher import free_port_block, start_chain
 
-    with start_chain(str(art), "packed", free_port_block(8)) as chain, httpx.Client(timeout=900) as c:
+    with start_chain(str(art), "packed", free_port_block(8), dtype=dtype) as chain, httpx.Client(timeout=900) as c:
         chain_request(c, chain.url, QUESTIONS[0], tokens)  # warm-up
         lat = []
         for _ in range(reps):
@@ -134,7 +137,7 @@ def render(r: dict) -> str:
     work = ["agents (5, one batch)", "reward scores of the 5 answers", "ranking (second set)", "aggregator"]
     floor = sum(s[k] for k in work)
     lines = [
-        f"Artifacts `{r['artifacts']}`; every generation {r['tokens']} new tokens; profile with all 5 values > 0; "
+        f"Artifacts `{r['artifacts']}`; base model in {r.get('dtype', 'float32')}; every generation {r['tokens']} new tokens; profile with all 5 values > 0; "
         f"best of {r['reps']} after a warm-up; prompt tokens agent / aggregator: "
         f"{s['prompt tokens: agent / aggregator'][0]} / {s['prompt tokens: agent / aggregator'][1]}.",
         "",
@@ -167,26 +170,29 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--chain", action="store_true", help="also time the packed chain over HTTP")
     p.add_argument("--part", choices=["all", "time", "memory"], default="all", help="memory: this process only, JSON")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16-weights (a predictor's --dtype)")
+    p.add_argument("--out", help="results directory (default bench/results)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     art = serving_artifacts(a.artifacts, list(PROFILE))
     if a.part == "memory":
-        print(json.dumps(memory_steps(art, a.tokens)))
+        print(json.dumps(memory_steps(art, a.tokens, a.dtype)))
         return
-    res = {"artifacts": str(art), "tokens": a.tokens, "reps": a.reps}
+    res = {"artifacts": str(art), "tokens": a.tokens, "reps": a.reps, "dtype": a.dtype}
     if a.part == "all":
-        res["memory_mib"] = memory_in_a_fresh_process(art, a.tokens)
-    res["steps_s"] = steps(art, a.tokens, a.reps)
+        res["memory_mib"] = memory_in_a_fresh_process(art, a.tokens, a.dtype)
+    res["steps_s"] = steps(art, a.tokens, a.reps, a.dtype)
     if a.chain:
-        res["chain_s"] = chain_latency(art, a.tokens, a.reps)
-    print(Path(write_result("serving_profile", json.loads(json.dumps(res)), render(res))).read_text())
+        res["chain_s"] = chain_latency(art, a.tokens, a.reps, a.dtype)
+    print(Path(write_result("serving_profile", json.loads(json.dumps(res)), render(res), a.out)).read_text())
 
 
-def memory_in_a_fresh_process(art: Path, tokens: int) -> dict[str, float]:
+def memory_in_a_fresh_process(art: Path, tokens: int, dtype: str = "float32") -> dict[str, float]:
     import subprocess
     import sys
 
     cmd = [sys.executable, "-m", "bench.serving_profile", "--part", "memory", "--artifacts", str(art)]
+    cmd += ["--dtype", dtype]
     done = subprocess.run([*cmd, "--tokens", str(tokens)], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -238,7 +238,11 @@ def serve_cmd(
     ask: Annotated[str | None, typer.Option(help="send one question through the chain, print the answer, stop")] = None,
     host: Annotated[str, typer.Option(help="address every server binds (0.0.0.0: all interfaces)")] = "127.0.0.1",
     dtype: Annotated[
-        str, typer.Option(help="float32 | bfloat16: the predictors' base model (bf16: CPUs with native bf16, GPUs)")
+        str,
+        typer.Option(
+            help="float32 | bfloat16 | float16-weights: the predictors' base model (bf16: CPUs with native bf16, "
+            "GPUs; float16-weights: CPUs, float16 linear weights)"
+        ),
     ] = "float32",
 ) -> None:
     """Start the serving chain as real KServe model servers on loopback; Ctrl-C or SIGTERM stops all of it."""

@@ -191,21 +191,30 @@ def test_served_aggregator_reads_the_answers_in_its_ranking_order(packed, smoke_
     assert order != by_weight  # so the equality above tells the ranked prompt from the weight-ordered one
 
 
-def test_bfloat16_chain_serves_with_a_bfloat16_backend(native_bf16, smoke_run, tmp_path):
-    """`--dtype bfloat16` reaches the predictor, whose backend loads its base model in bfloat16 (on this CPU too),
-    and the packed chain answers with every agent. (The smoke model's greedy answers are blank lines, so answers
-    cannot tell bfloat16 from float32 here; tests/unit/test_engine.py compares logits.)"""
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16-weights"])
+def test_chain_serves_with_a_backend_in_the_dtype_asked(dtype, smoke_run, tmp_path, request):
+    """`--dtype` reaches the predictor, whose backend loads its base model so on this CPU too (bfloat16 where the CPU
+    has native bf16; float16-weights: linear layers packed, cmva.cpu_linear), and the packed chain answers with every
+    agent. (The smoke model's greedy answers are blank lines, so answers cannot tell the dtypes apart here;
+    tests/unit/test_engine.py compares logits.)"""
     import torch
 
+    from cmva.cpu_linear import Float16WeightLinear
     from cmva.serving.predictors import SharedBackend
 
+    if dtype == "bfloat16":
+        request.getfixturevalue("native_bf16")
     out, _, _ = smoke_run
-    backend = SharedBackend(str(out), [*VALUES, "aggregator"], dtype="bfloat16")
+    backend = SharedBackend(str(out), [*VALUES, "aggregator"], dtype=dtype)
     backend.load()
-    assert backend.engine.model.get_input_embeddings().weight.dtype == torch.bfloat16
-    with start_chain(str(out), "packed", free_port_block(3), log_dir=tmp_path, dtype="bfloat16") as chain:
+    model = backend.engine.model
+    if dtype == "bfloat16":
+        assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+    else:
+        assert isinstance(model.get_output_embeddings(), Float16WeightLinear)
+    with start_chain(str(out), "packed", free_port_block(3), log_dir=tmp_path, dtype=dtype) as chain:
         argv = _cmdline(chain.processes["packed"].pid)
-        assert argv[argv.index("--dtype") + 1] == "bfloat16"
+        assert argv[argv.index("--dtype") + 1] == dtype
         body = {
             "instances": [{"question": "Is it fair to keep a found wallet?", "profile": dict.fromkeys(VALUES, 1.0)}]
         }
