@@ -193,7 +193,7 @@ def main(argv=None) -> None:
 
 
 def bench_mode(art: Path, a: argparse.Namespace, dtype: str) -> dict:
-    """The base probe and every topology with the predictors' base model in `dtype` (float32 | bfloat16 | float16-weights)."""
+    """The base probe and every topology, the predictors' base model in `dtype` (a predictor's `--dtype`)."""
     base = run_probe(art, a.tokens, a.reps, dtype)
     log.info("base (%s): %.2f s per generation, %.1f tok/s", dtype, base["latency_s"], base["decode_tokens_per_s"])
     topo = {}

@@ -3,9 +3,10 @@ fbgemm's float16 GEMM, and compute in float32 (`torch.ao.nn.quantized.dynamic.Li
 quantisation of torch's own `quantize_dynamic`); the embeddings, norms and every LoRA factor stay float32.
 
 Why: at decode time a CPU reads every weight once per token at a few rows (batch 1 to a few dozen). MKL's float32 GEMM
-is slow at such shapes on the 2-core AMD EPYC this project runs on: the linear layers of SmolLM2-135M at 1 and 5 rows
-ran at 7 and 3 GB/s of weights, where fbgemm's float16 kernels took 4.7 and 7.4 × less time (2026-11-28, no AVX-512;
-README, "Serving (KServe)", *Precision*). Half the bytes per weight, too. The weights are rounded to float16 (about
+is slow at such shapes on the 2-core AMD EPYC this project runs on: one decode step's linear layers of SmolLM2-135M
+read their weights at 6.8 GB/s at 1 row and 3.2 GB/s at 5, where fbgemm's float16 kernels took 2.9 and 1.8 × less
+time (bench/linear_kernels, 2026-11-28, no AVX-512; README, "Serving (KServe)", *Precision*). Half the bytes per
+weight, too. The weights are rounded to float16 (about
 3 significant decimal digits), so greedy answers can differ from float32's where two tokens are near ties.
 
 Applied after the adapters are loaded (peft wraps only `torch.nn.Linear` base layers), to every plain `nn.Linear`

@@ -217,7 +217,7 @@ def generation_dtype(dtype: str, cuda: bool | None = None) -> str:
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if dtype == "bfloat16" and not cuda and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise ValueError("dtype bfloat16: this CPU has no native bf16 matmuls (AVX512-BF16 or AMX); use float32")
-    if dtype == "float16-weights" and cuda:
+    if dtype == "float16-weights" and cuda:  # cmva.cpu_linear.WEIGHTS_DTYPE
         raise ValueError("dtype float16-weights is for CPUs (fbgemm's kernels); on a GPU use bfloat16 or float32")
     return dtype
 

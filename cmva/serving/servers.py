@@ -33,7 +33,8 @@ def _predictor_parser(description: str) -> argparse.ArgumentParser:
         "--dtype",
         choices=GENERATION_DTYPES,
         default="float32",
-        help="the base model's dtype (bfloat16: CPUs with native bf16 or GPUs; float16-weights: CPUs, float16 linear weights; faster, answers may differ)",
+        help="the base model's dtype (bfloat16: CPUs with native bf16 or GPUs; float16-weights: CPUs, float16 "
+        "linear weights; both faster, answers may differ)",
     )
     return p
 
