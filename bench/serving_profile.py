@@ -37,17 +37,24 @@ def best(fn, reps: int) -> float:
     return min(times)
 
 
+def packed_engine(art: Path, dtype: str):
+    """The packed predictor's engine: the base in `dtype` (as its `--dtype`), every agent's adapter and the aggregator's."""
+    from cmva.engine import Engine
+
+    adapters = {**{v: art / "agents" / v for v in PROFILE}, "aggregator": art / "aggregator"}
+    return Engine(art / "base", adapters, dtype=dtype, exact_dtype=True)
+
+
 def steps(art: Path, tokens: int, reps: int, dtype: str = "float32") -> dict[str, float]:
     """Seconds of each step of one request with all five values, and of one plain base generation, the base model in
     `dtype` (as a predictor's `--dtype`)."""
-    from cmva.engine import BASE, Engine
+    from cmva.engine import BASE
     from cmva.prompts import agent_messages, aggregator_messages
     from cmva.ranking import AnswerRanker
     from cmva.rewards import RewardModel
 
     values = list(PROFILE)
-    adapters = {**{v: art / "agents" / v for v in values}, "aggregator": art / "aggregator"}
-    engine = Engine(art / "base", adapters, dtype=dtype, exact_dtype=True)
+    engine = packed_engine(art, dtype)
     rewards = RewardModel.load(art / "rewards")
     ranker = AnswerRanker.load(art / "aggregator", art / "rewards")
     q = QUESTIONS[0]
@@ -93,8 +100,7 @@ def memory_steps(art: Path, tokens: int, dtype: str = "float32") -> dict[str, fl
     engine = Engine(art / "base", dtype=dtype, exact_dtype=True)
     out["+ base model"] = rss_mib()
     del engine
-    adapters = {**{v: art / "agents" / v for v in values}, "aggregator": art / "aggregator"}
-    engine = Engine(art / "base", adapters, dtype=dtype, exact_dtype=True)
+    engine = packed_engine(art, dtype)
     out["base model + 6 adapters (the base alone freed first)"] = rss_mib()
     from cmva.rewards import RewardModel
 

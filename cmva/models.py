@@ -211,13 +211,14 @@ def generation_dtype(dtype: str, cuda: bool | None = None) -> str:
     import torch
 
     from cmva.config import GENERATION_DTYPES
+    from cmva.cpu_linear import WEIGHTS_DTYPE
 
     if dtype not in GENERATION_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(GENERATION_DTYPES)}, got {dtype!r}")
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if dtype == "bfloat16" and not cuda and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise ValueError("dtype bfloat16: this CPU has no native bf16 matmuls (AVX512-BF16 or AMX); use float32")
-    if dtype == "float16-weights" and cuda:  # cmva.cpu_linear.WEIGHTS_DTYPE
+    if dtype == WEIGHTS_DTYPE and cuda:
         raise ValueError("dtype float16-weights is for CPUs (fbgemm's kernels); on a GPU use bfloat16 or float32")
     return dtype
 
