@@ -127,33 +127,40 @@ def bench_topology(art: Path, topology: str, tokens: int, reps: int, per_client:
     start_s = time.perf_counter() - t0
     try:
         pids = [p.pid for p in chain.processes.values()]
-        with RssSampler(pids) as rss, httpx.Client(timeout=httpx.Timeout(900, connect=5)) as c:
-            chain_request(c, chain.url, QUESTIONS[0], tokens)  # warm-up
-            lat = []
-            for i in range(reps):
-                t = time.perf_counter()
-                chain_request(c, chain.url, QUESTIONS[i % len(QUESTIONS)], tokens)
-                lat.append(time.perf_counter() - t)
-            first_token_s(c, chain.url, QUESTIONS[0], tokens)  # warm-up of the streaming route
-            ttft = [first_token_s(c, chain.url, QUESTIONS[i % len(QUESTIONS)], tokens) for i in range(reps)]
-            got = [x for x in ttft if x is not None]
-            log.info("%s: chain latency %.2f s; throughput …", topology, statistics.median(lat))
-            tp1 = throughput(chain.url, 1, per_client, tokens)
-            tp8 = throughput(chain.url, 8, per_client, tokens)
-        return {
-            "processes": len(pids),
-            "start_s": round(start_s, 1),
-            "latency_s": statistics.median(lat),
-            "latencies_s": lat,
-            "ttft_s": statistics.median(got) if got else None,  # None: no answer had visible text
-            "ttfts_s": ttft,
-            "peak_rss_bytes": rss.peak,
-            "gpu_bytes": None if gpu0 is None else rss.gpu_peak - gpu0,  # the stack's peak on the GPU
-            "throughput_1_rps": tp1,
-            "throughput_8_rps": tp8,
-        }
+        return {"start_s": round(start_s, 1)} | measure_chain(chain.url, pids, tokens, reps, per_client, gpu0, topology)
     finally:
         chain.stop()
+
+
+def measure_chain(
+    url: str, pids: list[int], tokens: int, reps: int, per_client: int, gpu0: int | None, name: str
+) -> dict:
+    """Latency (median of `reps` after a warm-up), first token, peak memory of the processes `pids` and
+    throughput with 1 and 8 clients of a running chain at `url` (its transformer)."""
+    with RssSampler(pids) as rss, httpx.Client(timeout=httpx.Timeout(900, connect=5)) as c:
+        chain_request(c, url, QUESTIONS[0], tokens)  # warm-up
+        lat = []
+        for i in range(reps):
+            t = time.perf_counter()
+            chain_request(c, url, QUESTIONS[i % len(QUESTIONS)], tokens)
+            lat.append(time.perf_counter() - t)
+        first_token_s(c, url, QUESTIONS[0], tokens)  # warm-up of the streaming route
+        ttft = [first_token_s(c, url, QUESTIONS[i % len(QUESTIONS)], tokens) for i in range(reps)]
+        got = [x for x in ttft if x is not None]
+        log.info("%s: chain latency %.2f s; throughput …", name, statistics.median(lat))
+        tp1 = throughput(url, 1, per_client, tokens)
+        tp8 = throughput(url, 8, per_client, tokens)
+    return {
+        "processes": len(pids),
+        "latency_s": statistics.median(lat),
+        "latencies_s": lat,
+        "ttft_s": statistics.median(got) if got else None,  # None: no answer had visible text
+        "ttfts_s": ttft,
+        "peak_rss_bytes": rss.peak,
+        "gpu_bytes": None if gpu0 is None else rss.gpu_peak - gpu0,  # the stack's peak on the GPU
+        "throughput_1_rps": tp1,
+        "throughput_8_rps": tp8,
+    }
 
 
 def run_probe(art: Path, tokens: int, reps: int, dtype: str = "float32") -> dict:

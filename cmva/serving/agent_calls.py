@@ -10,16 +10,19 @@ import httpx
 from pydantic import ValidationError
 
 from cmva.serving.call_policy import Failure, post, with_retries
+from cmva.serving.openai_server import KSERVE, OpenAIServer
 from cmva.serving.schemas import AgentPrediction, AgentResponse
 
 
 @dataclass(frozen=True)
 class AgentRoute:
-    """Where some agents live: `url` + KServe model name, serving `values`."""
+    """Where some agents live: `url` + KServe model name, serving `values`; in the OpenAI protocol, `server` says
+    which paths that server answers on (cmva.serving.openai_server)."""
 
     url: str
     model: str
     values: tuple[str, ...]
+    server: OpenAIServer = KSERVE
 
     @property
     def predict_url(self) -> str:
@@ -32,12 +35,12 @@ class AgentRoute:
     @property
     def chat_url(self) -> str:
         """OpenAI protocol: the adapter is named by the body's `model` (cmva.serving.chat_calls)."""
-        return f"{self.url}/openai/v1/chat/completions"
+        return f"{self.url}{self.server.chat_path}"
 
     @property
     def server_ready_url(self) -> str:
-        """OpenAI protocol: the server's readiness (KServe's, on cmva's predictors and on vLLM's alike)."""
-        return f"{self.url}/v2/health/ready"
+        """OpenAI protocol: the server's readiness (KServe's, on cmva's predictors and on vLLM's alike, or vLLM's own)."""
+        return f"{self.url}{self.server.ready_path}"
 
 
 async def call_agent(

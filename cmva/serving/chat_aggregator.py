@@ -17,6 +17,7 @@ import httpx
 from cmva.prompts import aggregator_messages
 from cmva.serving.aggregator_stream import open_chat_stream
 from cmva.serving.chat_calls import ask_aggregator, chat_body
+from cmva.serving.openai_server import KSERVE, OpenAIServer
 
 
 def load_ranker(artifacts: str):
@@ -32,10 +33,11 @@ def load_ranker(artifacts: str):
 
 
 class ChatAggregator:
-    """Orders the answers, builds the aggregator's messages, asks `adapter` (its LoRA name on the predictor)."""
+    """Orders the answers, builds the aggregator's messages, asks `adapter` (its LoRA name on the predictor) on a
+    `server` of that kind (cmva.serving.openai_server: its paths)."""
 
-    def __init__(self, artifacts: str, adapter: str = "aggregator"):
-        self.artifacts, self.adapter = artifacts, adapter
+    def __init__(self, artifacts: str, adapter: str = "aggregator", server: OpenAIServer = KSERVE):
+        self.artifacts, self.adapter, self.server = artifacts, adapter, server
         self.ranker = None
         # One thread: the reward model's tokenizer is not safe to share between threads.
         self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmva-ranking")

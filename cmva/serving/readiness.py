@@ -49,9 +49,10 @@ class PredictorProbe:
 
 
 async def _model_ready(client: httpx.AsyncClient, url: str) -> bool:
+    """200 with {"ready": true} (KServe's routes), or 200 with an empty body (vLLM's own `/health`)."""
     try:
         r = await client.get(url)
-        return r.status_code == 200 and r.json().get("ready") is True
+        return r.status_code == 200 and (not r.content or r.json().get("ready") is True)
     except (httpx.HTTPError, ValueError) as e:
         log.debug("predictor %s not ready: %s", url, e)
         return False

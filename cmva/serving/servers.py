@@ -5,11 +5,14 @@ python -m serving.agent --artifacts DIR --values care,fairness,... --with_aggreg
 python -m serving.aggregator --artifacts DIR --http_port 8090
 python -m serving.transformer --predictor_host 127.0.0.1:8090 --agents care=http://127.0.0.1:8101,...
 python -m serving.transformer ... --predictor_api openai --artifacts DIR   # chat completions (cmva or vLLM)
+python -m serving.transformer ... --predictor_api openai --openai_server vllm ...   # vLLM's own server
 """
 
 from __future__ import annotations
 
 import argparse
+
+from cmva.serving.openai_server import SERVERS
 
 
 def _parser(description: str) -> argparse.ArgumentParser:
@@ -131,6 +134,14 @@ def _add_predictor_api_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--artifacts", help="openai: the predictors' artifacts URI, for the aggregator's ranking.json")
     p.add_argument("--aggregator_adapter", default="aggregator", help="openai: the aggregator's LoRA name")
+    p.add_argument(
+        "--openai_server",
+        choices=sorted(SERVERS),
+        default="kserve",
+        help="openai: the predictors' kind of server, for its paths: kserve (KServe's runtimes and cmva's "
+        "predictors: /openai/v1/chat/completions, /v2/health/ready) or vllm (vLLM's own server, as in an "
+        "LLMInferenceService: /v1/chat/completions, /health)",
+    )
 
 
 def _chat_aggregator(p: argparse.ArgumentParser, args):
@@ -141,7 +152,7 @@ def _chat_aggregator(p: argparse.ArgumentParser, args):
         p.error("--predictor_api openai needs --artifacts (the aggregator's ranking.json)")
     from cmva.serving.chat_aggregator import ChatAggregator
 
-    return ChatAggregator(args.artifacts, args.aggregator_adapter)
+    return ChatAggregator(args.artifacts, args.aggregator_adapter, SERVERS[args.openai_server])
 
 
 def main_transformer(argv=None) -> None:
@@ -158,7 +169,7 @@ def main_transformer(argv=None) -> None:
     _add_predictor_api_args(p)
     args, _ = p.parse_known_args(argv)
     values = _values(args.values)
-    routes = parse_routes(args.agents, values)
+    routes = parse_routes(args.agents, values, SERVERS[args.openai_server])
     model = CMVATransformer(
         args.model_name,
         values,

@@ -31,6 +31,7 @@ from cmva.serving.agent_calls import AgentRoute, call_agent
 from cmva.serving.aggregator_stream import aggregator_error, open_stream
 from cmva.serving.errors import BadGateway, ServiceUnavailable
 from cmva.serving.limits import MAX_REQUEST_TOKENS, check_work_budget
+from cmva.serving.openai_server import KSERVE, OpenAIServer
 from cmva.serving.readiness import PredictorProbe
 from cmva.serving.schemas import PredictRequest, parse_request
 
@@ -42,17 +43,18 @@ log = logging.getLogger(__name__)
 __all__ = ["AgentRoute", "CMVATransformer", "parse_routes", "v2_to_v1"]
 
 
-def parse_routes(spec: str, values: list[str]) -> list[AgentRoute]:
-    """`care=http://h:8101,fairness=http://h:8102` (separate) or `packed=http://h:8100` (one predictor)."""
+def parse_routes(spec: str, values: list[str], server: OpenAIServer = KSERVE) -> list[AgentRoute]:
+    """`care=http://h:8101,fairness=http://h:8102` (separate) or `packed=http://h:8100` (one predictor); `server`:
+    the paths of the OpenAI protocol there (cmva.serving.openai_server)."""
     routes = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, sep, url = item.partition("=")
         if not sep:
             raise ValueError(f"agent route {item!r}: expected value=URL")
         if name == "packed":
-            routes.append(AgentRoute(url.rstrip("/"), "agents", tuple(values)))
+            routes.append(AgentRoute(url.rstrip("/"), "agents", tuple(values), server))
         elif name in values:
-            routes.append(AgentRoute(url.rstrip("/"), name, (name,)))
+            routes.append(AgentRoute(url.rstrip("/"), name, (name,), server))
         else:
             raise ValueError(f"agent route {item!r}: {name!r} is not one of {values}")
     served = {v for r in routes for v in r.values}
@@ -122,7 +124,8 @@ class CMVATransformer(kserve.Model):
             if self.chat is None:
                 self._probe = PredictorProbe(f"{base}/v1/models/{self.name}", [r.ready_url for r in self.routes])
             else:  # the servers' readiness: vLLM's KServe model is not named after this chain
-                self._probe = PredictorProbe(f"{base}/v2/health/ready", [r.server_ready_url for r in self.routes])
+                ready = f"{base}{self.chat.server.ready_path}"
+                self._probe = PredictorProbe(ready, [r.server_ready_url for r in self.routes])
         return await self._probe.ready()
 
     async def preprocess(self, payload, headers=None):
@@ -175,7 +178,7 @@ class CMVATransformer(kserve.Model):
     async def predict(self, payload, headers=None, response_headers=None):
         cmva = payload.pop("cmva")
         if self.chat is not None:
-            url = f"{self.predictor_config.predictor_base_url}/openai/v1/chat/completions"
+            url = f"{self.predictor_config.predictor_base_url}{self.chat.server.chat_path}"
             preds = await self.chat.answers(self.client, url, payload["instances"], payload["parameters"])
             return {"predictions": preds, "cmva": cmva}
         try:
@@ -200,7 +203,7 @@ class CMVATransformer(kserve.Model):
         meta = payload.pop("cmva")["meta"][0]
         base = self.predictor_config.predictor_base_url
         if self.chat is not None:  # the predictor's (or vLLM's) chat-completions stream
-            url = f"{base}/openai/v1/chat/completions"
+            url = f"{base}{self.chat.server.chat_path}"
             return meta, await self.chat.stream(self.client, url, payload["instances"][0], payload["parameters"])
         return meta, await open_stream(self.client, f"{base}/v1/models/{self.name}:stream", payload)
 

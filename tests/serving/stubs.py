@@ -129,3 +129,56 @@ def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items()):
                 return s.value
     return 0.0
+
+
+class VllmPaths:
+    """vLLM's own server's paths in front of a cmva predictor, on loopback: `GET /health` → 200 with an empty body
+    (503 once `healthy` is False), `POST /v1/chat/completions` → the predictor's `/openai/v1/chat/completions`.
+    Counts requests per path."""
+
+    def __init__(self, port: int, predictor: str):
+        self.port, self.predictor, self.healthy = port, predictor, True
+        self.requests: Counter[str] = Counter()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> VllmPaths:
+        paths = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                paths.requests[self.path] += 1
+                self._reply(404 if self.path != "/health" else 200 if paths.healthy else 503)
+
+            def do_POST(self):
+                paths.requests[self.path] += 1
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.path != "/v1/chat/completions":
+                    return self._reply(404)
+                r = httpx.post(f"{paths.predictor}/openai/v1/chat/completions", content=body, timeout=300,
+                               headers={"content-type": "application/json"})  # fmt: skip
+                self._reply(r.status_code, r.content, r.headers.get("content-type", "application/json"))
+
+            def _reply(self, status: int, data: bytes = b"", ctype: str = "application/json"):
+                self.send_response(status)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

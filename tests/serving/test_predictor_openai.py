@@ -4,12 +4,14 @@ in that protocol answering as the V1 chain does (greedy decoding, tiny smoke mod
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
 
 from tests.conftest import free_port
-from tests.serving.stubs import metric, spawn, stop, wait_http
+from tests.serving.stubs import VllmPaths, metric, spawn, stop, wait_http
 
 VALUES = ["care", "fairness", "loyalty", "authority", "sanctity"]
 QUESTION = "Should I lend my brother money?"
@@ -104,6 +106,37 @@ def test_chain_in_openai_protocol_answers_as_in_v1(packed, predictor, openai_cha
     full, answers = {v: profile.get(v, 0.0) for v in VALUES}, {v: x["answer"] for v, x in a["agents"].items()}
     order = AnswerRanker.load(out / "aggregator", out / "rewards").order([full], [answers])[0]
     assert order != sorted(answers, key=lambda v: -full[v])  # so the equality above needs the ranking applied
+
+
+def test_chain_asks_vllms_own_server_on_its_paths(packed, predictor, openai_chain):
+    """`--openai_server vllm`: agents and aggregator asked on `/v1/chat/completions`, readiness read from `/health`
+    (200 with an empty body), as vLLM's own server answers them; the answers are the V1 chain's."""
+    proxy = VllmPaths(free_port(), predictor).start()
+    try:
+        url = openai_chain(
+            f"packed={proxy.url}",
+            VALUES,
+            "ready",
+            "--openai_server",
+            "vllm",
+            "--predictor_host",
+            f"127.0.0.1:{proxy.port}",
+        )
+        profile = {"care": 1.0, "loyalty": 0.5}
+        body = {"instances": [{"question": QUESTION, "profile": profile}], "parameters": {"max_new_tokens": 8}}
+        v1 = httpx.post(f"{packed.url}/v1/models/cmva:predict", json=body, timeout=300)
+        chat = httpx.post(f"{url}/v1/models/cmva:predict", json=body, timeout=300)
+        assert v1.status_code == 200 and chat.status_code == 200, chat.text
+        a, b = v1.json()["predictions"][0], chat.json()["predictions"][0]
+        assert b["answer"] == a["answer"] and b["degraded"] is False
+        assert {v: x["answer"] for v, x in b["agents"].items()} == {v: x["answer"] for v, x in a["agents"].items()}
+        assert proxy.requests["/v1/chat/completions"] == 3  # two agents and the aggregator
+        assert proxy.requests["/health"] >= 1 and set(proxy.requests) == {"/health", "/v1/chat/completions"}
+        proxy.healthy = False
+        time.sleep(1.5)  # the transformer's probe caches readiness for a second
+        assert httpx.get(f"{url}/v2/health/ready", timeout=30).status_code == 503
+    finally:
+        proxy.stop()
 
 
 def _streamed(client: openai.OpenAI, **kw) -> tuple[list, list[str]]:
