@@ -14,21 +14,27 @@ out=${2:-bench/results/gpu_vllm}
 py=${PY:-python3}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 t0=$(date +%s)
-"$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+# A warm machine keeps /tmp: each part installs once (the parts, .whl and the extra wheels travel in separate calls).
+[ -d /tmp/site/kserve ] || "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD
 mkdir -p /tmp/payload /tmp/vsite
-cat .vllm*/part.* | tar -C /tmp/payload -xf - && xz -d -T0 -c /tmp/payload/vllm-slim.tar.xz | tar -C /tmp/vsite -xf -
-"$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/vsite /tmp/payload/deps/*.whl
+if [ ! -d /tmp/vsite/vllm ]; then
+  cat ${PARTS:-/tmp/parts}/part.* | tar -C /tmp/payload -xf - && xz -d -T0 -c /tmp/payload/vllm-slim.tar.xz | tar -C /tmp/vsite -xf -
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/vsite /tmp/payload/deps/*.whl
+fi
+for w in .vllm3/*.whl; do  # wheels found missing after the parts were cut (flashinfer: vLLM's sampler imports it)
+  [ -e "$w" ] && "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/vsite "$w"
+done
 echo "installed in $(( $(date +%s) - t0 )) s"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true
 art=bench/.work/shape-run
 rm -rf "$art"
 "$py" -m bench.shape_clone unpack "$shapes" "$art"
 mkdir -p "$out"
-"$py" -m bench.vllm_serving --artifacts "$art" --vllm-path /tmp/vsite --out "$out/vllm" ${VLLM_ARGS:-} \
+timeout ${VLLM_TIMEOUT:-330} "$py" -m bench.vllm_serving --artifacts "$art" --vllm-path /tmp/vsite --out "$out/vllm" ${VLLM_ARGS:-} \
   || { echo "bench/vllm_serving FAILED (exit $?)"; tail -60 bench/.work/serve-logs-vllm/vllm.log; }
 cp bench/.work/serve-logs-vllm/vllm.log "$out/vllm-server.log" 2>/dev/null
 if [ "${CMVA_TOO:-1}" != 0 ]; then
-  "$py" -m bench.serving --artifacts "$art" --dtypes bfloat16 --topologies packed --out "$out/cmva" \
+  timeout ${CMVA_TIMEOUT:-180} "$py" -m bench.serving --artifacts "$art" --dtypes bfloat16 --topologies packed --out "$out/cmva" \
     || echo "bench/serving FAILED (exit $?)"
 fi

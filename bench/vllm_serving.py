@@ -124,7 +124,8 @@ def weight_bytes_bf16(base: Path) -> int:
 
 
 def greedy_pairs(url: str, art: Path, adapters: dict[str, Path], tokens: int) -> dict:
-    """Per model (the base and each agent): how many of the questions vLLM and cmva's engine answer alike."""
+    """Per model (the base and each agent): how many of the questions vLLM and cmva's engine answer alike, the
+    answers stripped as the engine strips its own (vLLM's begins with its first token's space), and the pairs."""
     from cmva.engine import Engine
     from cmva.prompts import agent_messages
 
@@ -137,8 +138,9 @@ def greedy_pairs(url: str, art: Path, adapters: dict[str, Path], tokens: int) ->
     for m in served:
         name = "__base__" if m == BASE else m
         offline = eng.generate([agent_messages(q) for q in questions], [name] * len(questions), max_new_tokens=tokens)
-        out[m] = {"equal": sum(a == b for a, b in zip(served[m], offline, strict=True)), "of": len(questions)}
-        out[m]["first_pair"] = {"vllm": served[m][0], "engine": offline[0]}
+        pairs = list(zip(served[m], offline, strict=True))
+        out[m] = {"equal": sum(a.strip() == b for a, b in pairs), "of": len(pairs)}
+        out[m]["pairs"] = [{"vllm": a, "engine": b} for a, b in pairs]
     sync_device(eng.device)
     return out
 
@@ -241,7 +243,7 @@ def render(r: dict) -> str:
     if r["greedy"] and "error" in r["greedy"]:
         lines += ["", f"Greedy comparison failed: {r['greedy']['error']}"]
     elif r["greedy"]:
-        lines += ["", "Greedy answers, vLLM vs cmva's engine (bfloat16, same GPU), word for word:", ""]
+        lines += ["", "Greedy answers, vLLM (stripped) vs cmva's engine (bfloat16, same GPU), word for word:", ""]
         lines += [f"- {m}: {g['equal']} of {g['of']} equal" for m, g in r["greedy"].items()]
     return "\n".join(lines) + "\n"
 

@@ -30,7 +30,9 @@ def chat_body(model: str, messages: list[dict], parameters: dict) -> dict:
 
 
 def completion_of(content: bytes) -> dict:
-    """{"answer", "usage"} of a ChatCompletion body; ValueError when it is not one with a text answer."""
+    """{"answer", "usage"} of a ChatCompletion body, the answer stripped as cmva's engine strips its own (vLLM's
+    begins with its first token's space), so the aggregator reads the agents' answers alike from either predictor;
+    ValueError when it is not one with a text answer."""
     from openai.types.chat import ChatCompletion
 
     try:
@@ -39,7 +41,7 @@ def completion_of(content: bytes) -> dict:
         raise ValueError(str(e).splitlines()[0]) from None
     if not c.choices or not isinstance(c.choices[0].message.content, str):
         raise ValueError("no choice with a text answer")
-    return {"answer": c.choices[0].message.content, "usage": token_counts(c.usage)}
+    return {"answer": c.choices[0].message.content.strip(), "usage": token_counts(c.usage)}
 
 
 async def ask_agents(

@@ -133,8 +133,8 @@ def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
 
 class VllmPaths:
     """vLLM's own server's paths in front of a cmva predictor, on loopback: `GET /health` → 200 with an empty body
-    (503 once `healthy` is False), `POST /v1/chat/completions` → the predictor's `/openai/v1/chat/completions`.
-    Counts requests per path."""
+    (503 once `healthy` is False), `POST /v1/chat/completions` → the predictor's `/openai/v1/chat/completions`, its
+    answer given the leading space vLLM's answers begin with. Counts requests per path."""
 
     def __init__(self, port: int, predictor: str):
         self.port, self.predictor, self.healthy = port, predictor, True
@@ -163,7 +163,12 @@ class VllmPaths:
                     return self._reply(404)
                 r = httpx.post(f"{paths.predictor}/openai/v1/chat/completions", content=body, timeout=300,
                                headers={"content-type": "application/json"})  # fmt: skip
-                self._reply(r.status_code, r.content, r.headers.get("content-type", "application/json"))
+                data = r.content
+                if r.status_code == 200 and r.headers.get("content-type", "").startswith("application/json"):
+                    c = r.json()  # vLLM's answer keeps its first token's leading space
+                    c["choices"][0]["message"]["content"] = " " + c["choices"][0]["message"]["content"]
+                    data = json.dumps(c).encode()
+                self._reply(r.status_code, data, r.headers.get("content-type", "application/json"))
 
             def _reply(self, status: int, data: bytes = b"", ctype: str = "application/json"):
                 self.send_response(status)

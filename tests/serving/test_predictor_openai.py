@@ -110,7 +110,8 @@ def test_chain_in_openai_protocol_answers_as_in_v1(packed, predictor, openai_cha
 
 def test_chain_asks_vllms_own_server_on_its_paths(packed, predictor, openai_chain):
     """`--openai_server vllm`: agents and aggregator asked on `/v1/chat/completions`, readiness read from `/health`
-    (200 with an empty body), as vLLM's own server answers them; the answers are the V1 chain's."""
+    (200 with an empty body), as vLLM's own server answers them; the answers, which come with vLLM's leading space,
+    are the V1 chain's (stripped: the aggregator reads the agents' answers as from cmva's predictors)."""
     proxy = VllmPaths(free_port(), predictor).start()
     try:
         url = openai_chain(
