@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 
 import httpx
 
 from cmva.serving.errors import BadGateway, ServiceUnavailable
+from cmva.serving.text_deltas import stripped
 
 
 class StreamFailed(RuntimeError):
@@ -39,7 +41,26 @@ async def open_stream(client: httpx.AsyncClient, url: str, body: dict) -> AsyncI
 async def open_chat_stream(client: httpx.AsyncClient, url: str, body: dict) -> AsyncIterator[dict]:
     """The same events for a chat-completions `body` (`stream` and `stream_options.include_usage` set here)."""
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    return _events(await _open(client, url, body), _sse_events)
+    return _stripped_text(_events(await _open(client, url, body), _sse_events))
+
+
+async def _stripped_text(events: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    """`events` with their text stripped as a whole answer is (cmva.serving.chat_calls.completion_of): vLLM's
+    answers begin with their first token's space. Closing this closes `events` (and the predictor's stream)."""
+    tail: list[dict] = []
+
+    async def texts() -> AsyncIterator[str]:
+        async for e in events:
+            if "text" in e:
+                yield e["text"]
+            else:
+                tail.append(e)  # the usage, which ends the events
+
+    async with aclosing(events), aclosing(texts()) as raw, aclosing(stripped(raw)) as deltas:
+        async for d in deltas:
+            yield {"text": d}
+    for e in tail:
+        yield e
 
 
 async def _open(client: httpx.AsyncClient, url: str, body: dict) -> httpx.Response:

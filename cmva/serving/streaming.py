@@ -14,6 +14,8 @@ from contextlib import aclosing
 
 from transformers import AsyncTextIteratorStreamer
 
+from cmva.serving.text_deltas import stripped
+
 
 class GenerationStopped(RuntimeError):
     """Raised in the worker thread, inside `generate`, once the stream's reader has gone."""
@@ -34,31 +36,6 @@ class JobStreamer(AsyncTextIteratorStreamer):
 
     def stop(self) -> None:
         self._stopped.set()
-
-
-async def stripped(deltas: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The deltas of `text.strip()` for the text `deltas` add up to: leading whitespace dropped, trailing
-    whitespace held back until more text follows it.
-
-    Example:
-        >>> async def parts():
-        ...     for p in ["  ", " Hi", " there ", " ", "\\n"]:
-        ...         yield p
-        >>> async def join():
-        ...     return [d async for d in stripped(parts())]
-        >>> asyncio.run(join())
-        ['Hi', ' there']
-    """
-    started, held = False, ""
-    async for d in deltas:
-        if not started:
-            d = d.lstrip()
-            started = bool(d)
-        text = held + d
-        body = text.rstrip()
-        held = text[len(body) :]
-        if body:
-            yield body
 
 
 class GenerationStream:

@@ -84,6 +84,20 @@ class StubPredictor:
             self._server = None
 
 
+def _space_first_delta(sse: str) -> str:
+    """A chat-completions event stream with a space before its first text delta."""
+    lines = sse.split("\n")
+    for i, line in enumerate(lines):
+        if not line.startswith("data: {"):
+            continue
+        chunk = json.loads(line.removeprefix("data: "))
+        if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+            chunk["choices"][0]["delta"]["content"] = " " + chunk["choices"][0]["delta"]["content"]
+            lines[i] = "data: " + json.dumps(chunk)
+            break
+    return "\n".join(lines)
+
+
 def spawn(args: list[str], log: Path, module: str | None = None, role: str | None = None) -> subprocess.Popen:
     """A cmva server role (`main_<role>` of cmva.serving.servers) or a `python -m module` as a subprocess."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -134,7 +148,7 @@ def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
 class VllmPaths:
     """vLLM's own server's paths in front of a cmva predictor, on loopback: `GET /health` → 200 with an empty body
     (503 once `healthy` is False), `POST /v1/chat/completions` → the predictor's `/openai/v1/chat/completions`, its
-    answer given the leading space vLLM's answers begin with. Counts requests per path."""
+    answer (or its stream's first text delta) given the leading space vLLM's answers begin with. Counts requests per path."""
 
     def __init__(self, port: int, predictor: str):
         self.port, self.predictor, self.healthy = port, predictor, True
@@ -163,12 +177,15 @@ class VllmPaths:
                     return self._reply(404)
                 r = httpx.post(f"{paths.predictor}/openai/v1/chat/completions", content=body, timeout=300,
                                headers={"content-type": "application/json"})  # fmt: skip
+                ctype = r.headers.get("content-type", "application/json")
                 data = r.content
-                if r.status_code == 200 and r.headers.get("content-type", "").startswith("application/json"):
+                if r.status_code == 200 and ctype.startswith("application/json"):
                     c = r.json()  # vLLM's answer keeps its first token's leading space
                     c["choices"][0]["message"]["content"] = " " + c["choices"][0]["message"]["content"]
                     data = json.dumps(c).encode()
-                self._reply(r.status_code, data, r.headers.get("content-type", "application/json"))
+                elif r.status_code == 200:  # streamed: so does its first text delta
+                    data = _space_first_delta(r.text).encode()
+                self._reply(r.status_code, data, ctype)
 
             def _reply(self, status: int, data: bytes = b"", ctype: str = "application/json"):
                 self.send_response(status)
@@ -187,3 +204,17 @@ class VllmPaths:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _space_first_delta(sse: str) -> str:
+    """A chat-completions event stream with a space before its first text delta."""
+    lines = sse.split("\n")
+    for i, line in enumerate(lines):
+        if not line.startswith("data: {"):
+            continue
+        chunk = json.loads(line.removeprefix("data: "))
+        if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+            chunk["choices"][0]["delta"]["content"] = " " + chunk["choices"][0]["delta"]["content"]
+            lines[i] = "data: " + json.dumps(chunk)
+            break
+    return "\n".join(lines)

@@ -133,6 +133,11 @@ def test_chain_asks_vllms_own_server_on_its_paths(packed, predictor, openai_chai
         assert {v: x["answer"] for v, x in b["agents"].items()} == {v: x["answer"] for v, x in a["agents"].items()}
         assert proxy.requests["/v1/chat/completions"] == 3  # two agents and the aggregator
         assert proxy.requests["/health"] >= 1 and set(proxy.requests) == {"/health", "/v1/chat/completions"}
+        client = openai.OpenAI(base_url=f"{url}/openai/v1", api_key="unused", max_retries=0)
+        kw = {"model": "cmva", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 256}
+        whole = client.chat.completions.create(**kw, extra_body={"profile": profile})
+        _, texts = _streamed(client, **kw, extra_body={"profile": profile})
+        assert "".join(texts) == whole.choices[0].message.content != "" and not texts[0].startswith(" ")
         proxy.healthy = False
         time.sleep(1.5)  # the transformer's probe caches readiness for a second
         assert httpx.get(f"{url}/v2/health/ready", timeout=30).status_code == 503
