@@ -32,7 +32,7 @@ import httpx
 
 from bench.artifacts import WORK
 from bench.common import gpu_used_bytes, sync_device, verdict, write_result
-from bench.serving import PROFILE, QUESTIONS, measure_chain
+from bench.serving import PROFILE, QUESTIONS, _num, measure_chain
 
 log = logging.getLogger("bench.vllm_serving")
 BASE = "base"  # the base model's name on the vLLM server
@@ -246,10 +246,6 @@ def render(r: dict) -> str:
         lines += ["", "Greedy answers, vLLM (stripped) vs cmva's engine (bfloat16, same GPU), word for word:", ""]
         lines += [f"- {m}: {g['equal']} of {g['of']} equal" for m, g in r["greedy"].items()]
     return "\n".join(lines) + "\n"
-
-
-def _num(x: float | None, unit: str = "") -> str:
-    return "n/a" if x is None else f"{x:.2f}{unit}"
 
 
 def main(argv=None) -> None:

@@ -12,6 +12,7 @@ async def stripped(deltas: AsyncIterator[str]) -> AsyncIterator[str]:
     whitespace held back until more text follows it.
 
     Example:
+        >>> import asyncio
         >>> async def parts():
         ...     for p in ["  ", " Hi", " there ", " ", "\\n"]:
         ...         yield p

@@ -30,12 +30,29 @@ def good_answer(model: str, body: dict) -> tuple[int, object]:
     return 200, {"predictions": preds}
 
 
-class StubPredictor:
-    """A predictor on loopback: `GET /v1/models/<m>` ready, `POST /v1/models/<m>:predict` → `answer(model,
-    body)` = (status, JSON object or raw bytes), after `delay_s`. Counts predict requests per model."""
+class _Handler(BaseHTTPRequestHandler):
+    """Quiet; `_reply` sends bytes as they are and anything else as JSON, and lets a caller that gave up go."""
 
-    def __init__(self, port: int, answer: Callable[[str, dict], tuple[int, object]] = good_answer):
-        self.port, self.answer, self.delay_s = port, answer, 0.0
+    def log_message(self, *a):
+        pass
+
+    def _reply(self, status: int, obj: object = b"", ctype: str = "application/json"):
+        data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        try:
+            self.send_response(status)
+            self.send_header("content-type", ctype)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the caller gave up
+            pass
+
+
+class _Loopback:
+    """An HTTP server on a loopback port, served by a thread of this process."""
+
+    def __init__(self, port: int):
+        self.port = port
         self.requests: Counter[str] = Counter()
         self._server: ThreadingHTTPServer | None = None
 
@@ -43,13 +60,31 @@ class StubPredictor:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def _serve(self, handler: type[BaseHTTPRequestHandler]):
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class StubPredictor(_Loopback):
+    """A predictor on loopback: `GET /v1/models/<m>` ready, `POST /v1/models/<m>:predict` → `answer(model,
+    body)` = (status, JSON object or raw bytes), after `delay_s`. Counts predict requests per model."""
+
+    def __init__(self, port: int, answer: Callable[[str, dict], tuple[int, object]] = good_answer):
+        super().__init__(port)
+        self.answer, self.delay_s = answer, 0.0
+
     def start(self) -> StubPredictor:
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class Handler(_Handler):
             def do_GET(self):
                 model = self.path.rsplit("/", 1)[-1]
                 self._reply(200, {"name": model, "ready": True})
@@ -61,41 +96,7 @@ class StubPredictor:
                 time.sleep(stub.delay_s)
                 self._reply(*stub.answer(model, body))
 
-            def _reply(self, status, obj):
-                data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the caller gave up
-                    pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-def _space_first_delta(sse: str) -> str:
-    """A chat-completions event stream with a space before its first text delta."""
-    lines = sse.split("\n")
-    for i, line in enumerate(lines):
-        if not line.startswith("data: {"):
-            continue
-        chunk = json.loads(line.removeprefix("data: "))
-        if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-            chunk["choices"][0]["delta"]["content"] = " " + chunk["choices"][0]["delta"]["content"]
-            lines[i] = "data: " + json.dumps(chunk)
-            break
-    return "\n".join(lines)
+        return self._serve(Handler)
 
 
 def spawn(args: list[str], log: Path, module: str | None = None, role: str | None = None) -> subprocess.Popen:
@@ -145,27 +146,20 @@ def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
     return 0.0
 
 
-class VllmPaths:
+class VllmPaths(_Loopback):
     """vLLM's own server's paths in front of a cmva predictor, on loopback: `GET /health` → 200 with an empty body
     (503 once `healthy` is False), `POST /v1/chat/completions` → the predictor's `/openai/v1/chat/completions`, its
-    answer (or its stream's first text delta) given the leading space vLLM's answers begin with. Counts requests per path."""
+    answer (or its stream's first text delta) given the leading space vLLM's answers begin with. Counts requests
+    per path."""
 
     def __init__(self, port: int, predictor: str):
-        self.port, self.predictor, self.healthy = port, predictor, True
-        self.requests: Counter[str] = Counter()
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(port)
+        self.predictor, self.healthy = predictor, True
 
     def start(self) -> VllmPaths:
         paths = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class Handler(_Handler):
             def do_GET(self):
                 paths.requests[self.path] += 1
                 self._reply(404 if self.path != "/health" else 200 if paths.healthy else 503)
@@ -187,23 +181,7 @@ class VllmPaths:
                     data = _space_first_delta(r.text).encode()
                 self._reply(r.status_code, data, ctype)
 
-            def _reply(self, status: int, data: bytes = b"", ctype: str = "application/json"):
-                self.send_response(status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        return self._serve(Handler)
 
 
 def _space_first_delta(sse: str) -> str:
