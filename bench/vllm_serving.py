@@ -45,12 +45,21 @@ def lora_rank(adapters: dict[str, Path]) -> int:
     return next(x for x in LORA_RANKS if x >= r)
 
 
-def vllm_argv(art: Path, adapters: dict[str, Path], port: int, gpu_share: float) -> list[str]:
-    """`vllm serve` of the base with every adapter, bfloat16, sampling defaults vLLM's own (not generation_config's)."""
+def vllm_argv(
+    art: Path, adapters: dict[str, Path], port: int, gpu_share: float, kv_gib: float | None = None
+) -> list[str]:
+    """`vllm serve` of the base with every adapter, bfloat16, sampling defaults vLLM's own (not generation_config's);
+    its KV cache a share of the GPU, or `kv_gib` GiB (then the stack's GPU memory is comparable with a base model's)."""
+    memory = (
+        ("--gpu-memory-utilization", str(gpu_share))
+        if kv_gib is None
+        else ("--kv-cache-memory", str(int(kv_gib * 2**30)))
+    )
     return [
         *(sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(art / "base")),
         *("--served-model-name", BASE, "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16"),
-        *("--gpu-memory-utilization", str(gpu_share), "--max-model-len", "2048", "--max-num-seqs", "64"),
+        *memory,
+        *("--max-model-len", "2048", "--max-num-seqs", "64"),
         *("--generation-config", "vllm", "--enable-lora", "--max-loras", str(len(adapters))),
         *("--max-lora-rank", str(lora_rank(adapters)), "--lora-modules"),
         *(f"{name}={path}" for name, path in adapters.items()),
@@ -155,6 +164,8 @@ def _greedy_or_error(url: str, art: Path, adapters: dict[str, Path], tokens: int
 
 
 def run(a: argparse.Namespace) -> dict:
+    import psutil
+
     from bench.serving_probe import read_bandwidth
     from cmva.serving.launcher import _spawn, free_port_block, wait_ready
 
@@ -166,7 +177,7 @@ def run(a: argparse.Namespace) -> dict:
     port = free_port_block(4)
     vurl = f"http://127.0.0.1:{port + 1}"
     gpu0 = gpu_used_bytes()
-    vllm = start_vllm(vllm_argv(art, adapters, port + 1, a.gpu_share), a.vllm_path, logs)
+    vllm = start_vllm(vllm_argv(art, adapters, port + 1, a.gpu_share, a.kv_gib), a.vllm_path, logs)
     procs = [vllm]
     try:
         start_s = wait_health(vurl, vllm, logs / "vllm.log")
@@ -181,7 +192,8 @@ def run(a: argparse.Namespace) -> dict:
         procs.append(_spawn("transformer", argv, logs, "transformer", "127.0.0.1"))
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, "cmva", procs[-1], log=logs / "transformer.log")
-        chain = measure_chain(url, [p.pid for p in procs], a.tokens, a.reps, a.per_client, gpu0, "vllm")
+        pids = [p.pid for p in procs] + [c.pid for c in psutil.Process(vllm.pid).children(recursive=True)]
+        chain = measure_chain(url, pids, a.tokens, a.reps, a.per_client, gpu0, "vllm")  # with vLLM's engine core
         greedy = _greedy_or_error(vurl, art, adapters, a.tokens) if a.compare else None
     finally:
         for p in reversed(procs):
@@ -198,6 +210,7 @@ def run(a: argparse.Namespace) -> dict:
         "tokens": a.tokens,
         "vllm": _version(a.vllm_path),
         "start_s": round(start_s, 1),
+        "kv": f"--gpu-memory-utilization {a.gpu_share}" if a.kv_gib is None else f"--kv-cache-memory {a.kv_gib} GiB",
         "base": base | {"model_bytes": model_bytes, "read_bandwidth_bytes_per_s": bandwidth},
         "chain": chain,
         "ratios": {
@@ -234,6 +247,9 @@ def render(r: dict) -> str:
         f"| {c['throughput_1_rps']:.2f} req/s | {c['throughput_8_rps']:.2f} req/s | {k['throughput_ratio']:.2f} "
         f"| {k['decode_bandwidth_fraction']:.3f} |",
         "",
+        f"Stack's peak memory: GPU {_num(None if c['gpu_bytes'] is None else c['gpu_bytes'] / 2**30, ' GiB')} (vLLM's "
+        f"KV cache included: {r.get('kv', 'a share of the GPU')}), host RSS {c['peak_rss_bytes'] / 2**20:.0f} MiB.",
+        "",
         "| target | measured | verdict |",
         "|---|---|---|",
         f"| (a) chain ÷ base ≤ 2.0 | {k['latency_ratio']:.2f} | {verdict(k['latency_ratio'], 2.0, False)} |",
@@ -255,6 +271,7 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--per-client", type=int, default=3)
     p.add_argument("--gpu-share", type=float, default=0.3, help="vLLM's --gpu-memory-utilization")
+    p.add_argument("--kv-gib", type=float, help="vLLM's KV cache in GiB (--kv-cache-memory) instead of a share")
     p.add_argument("--vllm-path", help="vLLM's own packages, before PYTHONPATH for the vLLM process")
     p.add_argument("--no-compare", dest="compare", action="store_false", help="skip the greedy comparison")
     p.add_argument("--out", help="results directory (default bench/results)")
