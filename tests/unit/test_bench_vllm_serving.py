@@ -49,3 +49,12 @@ def test_render_gives_verdicts_and_the_greedy_comparison():
     assert "| (a) chain ÷ base ≤ 2.0 | 2.50 | MISSED" in md and "| (c) 8 ÷ 1 clients ≥ 3 | 3.50 | met" in md
     assert "- base: 2 of 3 equal" in md and "GPU 3.00 GiB" in md and "host RSS 1024 MiB" in md
     assert "Greedy comparison failed: boom" in render(_result({"error": "boom"}))
+
+
+def test_transformer_overhead_stand_in_answers_as_vllm_does():
+    """Its completion reads as a chat completion, the answer (stripped as the transformer strips vLLM's) intact."""
+    from bench.transformer_overhead import ANSWER, completion
+    from cmva.serving.chat_calls import completion_of
+
+    got = completion_of(completion("care"))
+    assert got["answer"] == ANSWER and got["usage"] == {"prompt_tokens": 100, "completion_tokens": 32}
