@@ -25,6 +25,7 @@ import httpx
 from bench.artifacts import WORK
 from bench.common import write_result
 from bench.serving import PROFILE, QUESTIONS, chain_request
+from bench.vllm_serving import start_transformer
 
 log = logging.getLogger("bench.transformer_overhead")
 # About 32 tokens of the base's tokenizer, as each generation of bench/serving.
@@ -97,26 +98,21 @@ def time_ranking(art: Path, reps: int) -> list[float]:
 
 
 def run(art: Path, reps: int) -> dict:
-    from cmva.serving.launcher import _spawn, free_port_block, wait_ready
+    from cmva.serving.launcher import free_port_block
 
     port = free_port_block(2)
     server = ThreadingHTTPServer(("127.0.0.1", port + 1), Instant)
     Thread(target=server.serve_forever, daemon=True).start()
     logs = WORK / "serve-logs-overhead"
     logs.mkdir(parents=True, exist_ok=True)
-    argv = [
-        *("--model_name", "cmva", "--values", ",".join(PROFILE), "--agents", f"packed=http://127.0.0.1:{port + 1}"),
-        *("--predictor_host", f"127.0.0.1:{port + 1}", "--predictor_api", "openai", "--openai_server", "vllm"),
-        *("--artifacts", str(art), "--http_port", str(port)),
-    ]
-    proc = _spawn("transformer", argv, logs, "transformer", "127.0.0.1")
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, "cmva", proc, log=logs / "transformer.log")
-        chain = time_chain(url, reps)
+        proc = start_transformer(art, port + 1, port, logs)
+        try:
+            chain = time_chain(f"http://127.0.0.1:{port}", reps)
+        finally:
+            proc.terminate()
+            proc.wait(30)
     finally:
-        proc.terminate()
-        proc.wait(30)
         server.shutdown()
     ranking = time_ranking(art, reps)
     return {

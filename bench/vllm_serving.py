@@ -89,6 +89,26 @@ def wait_health(url: str, proc: subprocess.Popen, log_file: Path, timeout: float
     raise TimeoutError(f"vllm at {url} not healthy after {timeout:.0f} s")
 
 
+def start_transformer(art: Path, predictor_port: int, port: int, logs: Path) -> subprocess.Popen:
+    """cmva's transformer on `port`, asking the server on `predictor_port` (agents and aggregator) in the OpenAI
+    protocol on vLLM's paths; returned once ready (its predictors too)."""
+    from cmva.serving.launcher import _spawn, wait_ready
+
+    predictor = f"127.0.0.1:{predictor_port}"
+    argv = [
+        *("--model_name", "cmva", "--values", ",".join(PROFILE), "--agents", f"packed=http://{predictor}"),
+        *("--predictor_host", predictor, "--predictor_api", "openai", "--openai_server", "vllm"),
+        *("--artifacts", str(art), "--aggregator_adapter", "aggregator", "--http_port", str(port)),
+    ]
+    proc = _spawn("transformer", argv, logs, "transformer", "127.0.0.1")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", "cmva", proc, log=logs / "transformer.log")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
 def chat(client: httpx.Client, url: str, model: str, question: str, tokens: int, exact: bool = True) -> str:
     """One greedy chat completion of `model` to the agents' prompt; `exact`: exactly `tokens` new tokens."""
     from cmva.prompts import agent_messages
@@ -167,7 +187,7 @@ def run(a: argparse.Namespace) -> dict:
     import psutil
 
     from bench.serving_probe import read_bandwidth
-    from cmva.serving.launcher import _spawn, free_port_block, wait_ready
+    from cmva.serving.launcher import free_port_block
 
     art = Path(a.artifacts)
     values = list(PROFILE)
@@ -184,14 +204,8 @@ def run(a: argparse.Namespace) -> dict:
         log.info("vllm healthy after %.0f s", start_s)
         base = base_generation(vurl, a.tokens, a.reps)
         log.info("base: %s", base)
-        argv = [
-            *("--model_name", "cmva", "--values", ",".join(values), "--agents", f"packed={vurl}"),
-            *("--predictor_host", f"127.0.0.1:{port + 1}", "--predictor_api", "openai", "--openai_server", "vllm"),
-            *("--artifacts", str(art), "--aggregator_adapter", "aggregator", "--http_port", str(port)),
-        ]
-        procs.append(_spawn("transformer", argv, logs, "transformer", "127.0.0.1"))
+        procs.append(start_transformer(art, port + 1, port, logs))
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, "cmva", procs[-1], log=logs / "transformer.log")
         pids = [p.pid for p in procs] + [c.pid for c in psutil.Process(vllm.pid).children(recursive=True)]
         chain = measure_chain(url, pids, a.tokens, a.reps, a.per_client, gpu0, "vllm")  # with vLLM's engine core
         greedy = _greedy_or_error(vurl, art, adapters, a.tokens) if a.compare else None
