@@ -28,8 +28,8 @@ from bench.common import write_result
 
 def rule_view(base: Path, ngram: int, mode: str, into: Path) -> Path:
     """A directory that is `base` (symlinked file by file) with the rule in the file `mode` names, in place of
-    the base's own."""
-    from cmva.decoding import DECODING_FILE, Decoding, save_decoding
+    the base's own; the base's generation dtype (`cpu_dtype`) is kept."""
+    from cmva.decoding import DECODING_FILE, load_decoding, save_decoding
 
     view = into / "base"
     view.mkdir()
@@ -37,10 +37,10 @@ def rule_view(base: Path, ngram: int, mode: str, into: Path) -> Path:
         if f.name not in ("generation_config.json", "_manifest.json", DECODING_FILE):
             (view / f.name).symlink_to(f.resolve())
     gen = json.loads((base / "generation_config.json").read_text())
+    own = load_decoding(base)
     if mode == "prompt":
         gen["no_repeat_ngram_size"] = ngram
-    else:
-        save_decoding(view, Decoding(no_repeat_ngram_size=ngram))
+    save_decoding(view, own.model_copy(update={"no_repeat_ngram_size": 0 if mode == "prompt" else ngram}))
     (view / "generation_config.json").write_text(json.dumps(gen, indent=2))
     return view
 

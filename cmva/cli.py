@@ -238,12 +238,13 @@ def serve_cmd(
     ask: Annotated[str | None, typer.Option(help="send one question through the chain, print the answer, stop")] = None,
     host: Annotated[str, typer.Option(help="address every server binds (0.0.0.0: all interfaces)")] = "127.0.0.1",
     dtype: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="float32 | bfloat16 | float16-weights: the predictors' base model (bf16: CPUs with native bf16, "
-            "GPUs; float16-weights: CPUs, float16 linear weights)"
+            "GPUs; float16-weights: CPUs, float16 linear weights); default: the base's own on a CPU (as evaluated), "
+            "else float32"
         ),
-    ] = "float32",
+    ] = None,
 ) -> None:
     """Start the serving chain as real KServe model servers on loopback; Ctrl-C or SIGTERM stops all of it."""
     import time
@@ -255,7 +256,7 @@ def serve_cmd(
     stop_on_sigterm()
     values_list = values.split(",") if values else None
     try:
-        chain = start_chain(artifacts, topology, port, values_list, host=host, dtype=generation_dtype(dtype))
+        chain = start_chain(artifacts, topology, port, values_list, host=host, dtype=dtype and generation_dtype(dtype))
     except ValueError as e:
         _fail(e)
     with chain:

@@ -94,6 +94,10 @@ class BaseCfg(_Stage):
     # The engine's answers never repeat one of their own n-token sequences (0: off); saved with the imported base
     # (cmva.decoding), so evaluation, the aggregator's data and the servers all follow it (RL's samples do not).
     no_repeat_ngram_size: int = Field(0, ge=0)
+    # The dtype the engine generates in on a CPU unless told otherwise (None: float32; float16-weights: float16
+    # linear weights, cmva.cpu_linear); saved with the base like the rule above, so that what is evaluated is what
+    # the servers answer. Training (RL, SFT) stays float32.
+    cpu_dtype: GenerationDtype | None = None
 
 
 class RewardsCfg(_Stage):
@@ -222,7 +226,7 @@ class EvalCfg(_Stage):
     fewshot_examples: int = 5
     seed: int = 0
     # the dtype every system generates in, on a CPU too (cmva.models.generation_dtype): the quality a server started
-    # with `--dtype bfloat16` gives; None: the run's `base.dtype` (float32 on a CPU)
+    # with `--dtype bfloat16` gives; None: the base's own on a CPU (`base.cpu_dtype`), else the run's `base.dtype`
     dtype: GenerationDtype | None = None
 
 

@@ -1,5 +1,10 @@
 """The decoding rule a base model's answers follow, saved beside its weights (`decoding.json`).
 
+`cpu_dtype`: the dtype answers are generated in on a CPU when nobody asks for another (`evaluate.dtype`, a server's
+`--dtype`); None: float32. `float16-weights` (cmva.cpu_linear) generates about 1.5 × faster on the CPUs this
+project runs on; recorded with the base, it is the same for the evaluation, the aggregator's data and the servers.
+A GPU ignores it (there the run's `base.dtype` holds).
+
 `no_repeat_ngram_size` n > 0: an answer never repeats one of its own n-token sequences. RL against a value
 classifier buys reward with answers that loop ("it seems like a reasonable request, it seems like a reasonable
 request…"), and greedy decoding shows it; this rule stops the loop where it starts. Unlike transformers'
@@ -25,6 +30,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cmva.config import GenerationDtype
+
 DECODING_FILE = "decoding.json"
 
 
@@ -34,6 +41,7 @@ class Decoding(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     no_repeat_ngram_size: int = Field(0, ge=0)  # 0: off
+    cpu_dtype: GenerationDtype | None = None  # None: float32 (see the module doc)
 
 
 def save_decoding(base_dir: str | Path, decoding: Decoding) -> None:

@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmva.models import load_causal_lm, load_tokenizer
+from cmva.models import generation_dtype, load_causal_lm, load_dtype, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ class Engine:
         exact_dtype: bool = False,
     ):
         """`dtype`: the run's `base.dtype` (float32 on a CPU, `cmva.models.load_dtype`); with `exact_dtype` it holds on
-        a CPU too (`cmva.models.generation_dtype`: float32, bfloat16 or float16-weights, as a server's `--dtype`)."""
+        a CPU too (`cmva.models.generation_dtype`: float32, bfloat16 or float16-weights, as a server's `--dtype`).
+        Without `exact_dtype`, a CPU generates in the base's own `cpu_dtype` where it has one (cmva.decoding).
+        `self.dtype`: the dtype it generates in."""
         import torch
 
         from cmva.cpu_linear import WEIGHTS_DTYPE, pack_float16_linears
@@ -100,6 +102,9 @@ class Engine:
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.decoding = load_decoding(base_path)  # the rule every answer follows (cmva.decoding), before loading
+        if not exact_dtype and self.device == "cpu" and self.decoding.cpu_dtype:
+            dtype, exact_dtype = self.decoding.cpu_dtype, True
+        self.dtype = generation_dtype(dtype) if exact_dtype else load_dtype(dtype)
         model = load_causal_lm(base_path, dtype=dtype, exact=exact_dtype)  # a bad dtype is refused before loading
         self.tokenizer = load_tokenizer(base_path)
         model.to(self.device)

@@ -141,6 +141,7 @@ def evaluate(
         **_selector_agreement(gens),
         "merges": {"profiles_with_2plus_agents": gens.merged_multi},
         "engine_batches": dict(engine.path_counts),  # which generation paths ran (fused mixed, peft mixed, …)
+        "generation_dtype": engine.dtype,  # `evaluate.dtype`, else the base's own on a CPU (cmva.decoding)
         "wall_s": round(time.time() - t0, 1),
         "phases_s": gens.phases,
         "config": {**cfg.model_dump(), "skip_zero_weight": skip_zero_weight},
@@ -407,7 +408,7 @@ def _yardstick_markdown(report: dict) -> list[str]:
 
 
 def _dtype(report: dict) -> str | None:
-    return report.get("config", {}).get("dtype")
+    return report.get("generation_dtype") or report.get("config", {}).get("dtype")
 
 
 def rouge_lines(report: dict) -> list[str]:
@@ -436,7 +437,7 @@ def render_markdown(report: dict) -> str:
         "",
         f"Data: `{report['data']}` — {report['rows']} rows, {report['rows_with_target']} with a ground-truth answer. "
         f"Wall time {report['wall_s']} s."
-        + (f" Every system generated in {_dtype(report)} (`evaluate.dtype`)." if _dtype(report) else ""),
+        + (f" Every system generated in {_dtype(report)}." if _dtype(report) else ""),
         "",
         "## ROUGE F1 against MIC's ground truth (paper Fig. 2)",
         "",

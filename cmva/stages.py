@@ -75,7 +75,8 @@ def _import_base(out: Path, c: StageCall) -> None:
         tiny_model(out, seed=c.profile.seed)
     else:
         import_base(out, c.profile.base.source)
-    save_decoding(out, Decoding(no_repeat_ngram_size=c.profile.base.no_repeat_ngram_size))
+    base = c.profile.base
+    save_decoding(out, Decoding(no_repeat_ngram_size=base.no_repeat_ngram_size, cpu_dtype=base.cpu_dtype))
 
 
 def _train_rewards(out: Path, c: StageCall) -> None:

@@ -114,10 +114,11 @@ def start_chain(
     model_name: str = "cmva",
     agent_timeout_s: float = 120.0,
     host: str = "127.0.0.1",
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> Chain:
     """Start every server of the topology, wait until all are ready; returns the chain (URL of the transformer).
-    `dtype`: the predictors' base model's (`--dtype`; bfloat16 on a CPU with native bf16, cmva.models.generation_dtype)."""
+    `dtype`: the predictors' base model's (`--dtype`; bfloat16 on a CPU with native bf16, cmva.models.generation_dtype);
+    None: the base's own (cmva.decoding)."""
     from cmva.values import resolve_values
 
     if topology not in ("packed", "separate"):
@@ -132,6 +133,7 @@ def start_chain(
     bind, host = host, connect_host(host)
     chain = Chain(url=f"http://{host}:{port}", logs=logs)
     vals = ",".join(values)
+    dtype_args = ["--dtype", dtype] if dtype else []
     try:
         if topology == "packed":
             chain.ports["packed"] = port + 1
@@ -143,8 +145,7 @@ def start_chain(
                     "--values",
                     vals,
                     "--with_aggregator",
-                    "--dtype",
-                    dtype,
+                    *dtype_args,
                     "--model_name",
                     model_name,
                     "--http_port",
@@ -165,8 +166,7 @@ def start_chain(
                     str(artifacts),
                     "--values",
                     vals,
-                    "--dtype",
-                    dtype,
+                    *dtype_args,
                     "--model_name",
                     model_name,
                     "--http_port",
@@ -181,8 +181,7 @@ def start_chain(
                 chain.ports[v] = port + 2 + i
                 chain.processes[v] = _spawn(
                     "agent",
-                    ["--artifacts", str(artifacts), "--values", v, "--dtype", dtype]
-                    + ["--http_port", str(port + 2 + i)],
+                    ["--artifacts", str(artifacts), "--values", v, *dtype_args, "--http_port", str(port + 2 + i)],
                     logs,
                     v,
                     bind,

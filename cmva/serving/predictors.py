@@ -50,9 +50,10 @@ class SharedBackend:
 
     Nothing is loaded until `load()`."""
 
-    def __init__(self, artifacts: str, adapters: list[str], max_queue: int = 256, dtype: str = "float32"):
+    def __init__(self, artifacts: str, adapters: list[str], max_queue: int = 256, dtype: str | None = None):
         self.artifacts, self.adapters, self.max_queue = artifacts, adapters, max_queue
-        self.dtype = dtype  # the base model's, on a CPU too (cmva.models.generation_dtype)
+        # the base model's, on a CPU too (cmva.models.generation_dtype); None: the base's own (cmva.decoding)
+        self.dtype = dtype
         self.engine = self.rewards = self.batcher = self.ranker = None
         self.run_id: str | None = None  # the published run the artifacts belong to (V2 model metadata `versions`)
         # One thread: the reward model's tokenizer is not safe to share between threads.
@@ -82,7 +83,9 @@ class SharedBackend:
             from cmva.ranking import AnswerRanker
 
             self.ranker = AnswerRanker.load(paths["aggregator"], root / "rewards")
-        return Engine(root / "base", paths, dtype=self.dtype, exact_dtype=True), rewards
+        engine = Engine(root / "base", paths, dtype=self.dtype or "float32", exact_dtype=self.dtype is not None)
+        log.info("generating in %s", engine.dtype)
+        return engine, rewards
 
     async def score(self, texts: list[str]) -> dict[str, list[float]] | None:
         """Reward scores of `texts` per value, computed off the event loop (None without a reward model)."""

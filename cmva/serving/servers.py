@@ -35,9 +35,10 @@ def _predictor_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--dtype",
         choices=GENERATION_DTYPES,
-        default="float32",
+        default=None,
         help="the base model's dtype (bfloat16: CPUs with native bf16 or GPUs; float16-weights: CPUs, float16 "
-        "linear weights; both faster, answers may differ)",
+        "linear weights; both faster, answers may differ); default: the base's own on a CPU (its decoding.json "
+        "cpu_dtype, as evaluated), else float32",
     )
     return p
 

@@ -199,6 +199,8 @@ def test_base_carries_the_recipes_decoding_rule_and_answers_follow_it(smoke_run,
 
     out, _, _ = smoke_run
     assert load_decoding(out / "base").no_repeat_ngram_size == 3  # smoke.yaml's base.no_repeat_ngram_size
+    assert load_decoding(out / "base").cpu_dtype == "float16-weights"  # smoke.yaml's base.cpu_dtype
+    assert json.loads((out / "eval" / "report.json").read_text())["generation_dtype"] == "float16-weights"
     args = ["--artifacts", str(out), "--report", str(out / "eval"), "--out", str(tmp_path)]
     same = decode_rule([*args, "--ngram", "3"])  # the base's own rule: the evaluation's answers again
     assert same["rule"]["rougeL"] == same["evaluation"]["rougeL"]

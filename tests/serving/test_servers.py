@@ -191,12 +191,13 @@ def test_served_aggregator_reads_the_answers_in_its_ranking_order(packed, smoke_
     assert order != by_weight  # so the equality above tells the ranked prompt from the weight-ordered one
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16-weights"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16-weights", "float32", None])
 def test_chain_serves_with_a_backend_in_the_dtype_asked(dtype, smoke_run, tmp_path, request):
     """`--dtype` reaches the predictor, whose backend loads its base model so on this CPU too (bfloat16 where the CPU
     has native bf16; float16-weights: linear layers packed, cmva.cpu_linear), and the packed chain answers with every
-    agent. (The smoke model's greedy answers are blank lines, so answers cannot tell the dtypes apart here;
-    tests/unit/test_engine.py compares logits.)"""
+    agent. Without `--dtype` (None) the predictor generates in the base's own dtype, the one the run was evaluated in
+    (the smoke recipe's `base.cpu_dtype`: float16-weights). (The smoke model's greedy answers are blank lines, so
+    answers cannot tell the dtypes apart here; tests/unit/test_engine.py compares logits.)"""
     import torch
 
     from cmva.cpu_linear import Float16WeightLinear
@@ -210,11 +211,14 @@ def test_chain_serves_with_a_backend_in_the_dtype_asked(dtype, smoke_run, tmp_pa
     model = backend.engine.model
     if dtype == "bfloat16":
         assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+    elif dtype == "float32":
+        assert type(model.get_output_embeddings()) is torch.nn.Linear
     else:
         assert isinstance(model.get_output_embeddings(), Float16WeightLinear)
+    assert backend.engine.dtype == (dtype or "float16-weights")
     with start_chain(str(out), "packed", free_port_block(3), log_dir=tmp_path, dtype=dtype) as chain:
         argv = _cmdline(chain.processes["packed"].pid)
-        assert argv[argv.index("--dtype") + 1] == dtype
+        assert argv[argv.index("--dtype") + 1] == dtype if dtype else "--dtype" not in argv
         body = {
             "instances": [{"question": "Is it fair to keep a found wallet?", "profile": dict.fromkeys(VALUES, 1.0)}]
         }

@@ -23,9 +23,14 @@ def test_rule_round_trips_and_no_rule_writes_no_file(tmp_path):
     assert load_decoding(tmp_path) == Decoding()
     save_decoding(tmp_path, Decoding(no_repeat_ngram_size=4))
     assert load_decoding(tmp_path).no_repeat_ngram_size == 4
+    assert load_decoding(tmp_path).cpu_dtype is None
+    save_decoding(tmp_path, Decoding(cpu_dtype="float16-weights"))
+    assert load_decoding(tmp_path) == Decoding(cpu_dtype="float16-weights")
 
 
-@pytest.mark.parametrize("text", ["{not json", '{"no_repeat_ngram_size": -1}', '{"no_repeat_ngram": 4}'])
+@pytest.mark.parametrize(
+    "text", ["{not json", '{"no_repeat_ngram_size": -1}', '{"no_repeat_ngram": 4}', '{"cpu_dtype": "int8"}']
+)
 def test_malformed_rule_is_refused_naming_the_file(tmp_path, text):
     (tmp_path / DECODING_FILE).write_text(text)
     with pytest.raises(ValueError, match=DECODING_FILE):
@@ -75,3 +80,22 @@ def test_engine_answers_follow_the_rule_saved_with_the_base(tiny_base, tmp_path,
     (ruled_base / DECODING_FILE).write_text(json.dumps({"no_repeat_ngram_size": 2}))
     ruled = _generated_ids(Engine(ruled_base), prompts, monkeypatch)
     assert all(len(row) == 24 and _repeats(row, 2) == 0 for row in ruled)
+
+
+def test_engine_generates_in_the_dtype_saved_with_the_base_unless_asked(tiny_base, tmp_path):
+    """A base saved with `cpu_dtype: float16-weights` is generated from in it on a CPU (linear layers packed, as the
+    evaluation and the servers do); an explicit dtype (a server's `--dtype`, `evaluate.dtype`) still wins; a base
+    without one generates in float32."""
+    from cmva.cpu_linear import Float16WeightLinear
+    from cmva.engine import Engine
+    from cmva.prompts import agent_messages
+
+    base = shutil.copytree(tiny_base, tmp_path / "base")
+    save_decoding(base, Decoding(cpu_dtype="float16-weights"))
+    own = Engine(base)
+    assert own.dtype == "float16-weights" and isinstance(own.model.get_output_embeddings(), Float16WeightLinear)
+    asked = Engine(base, dtype="float32", exact_dtype=True)
+    assert asked.dtype == "float32" and type(asked.model.get_output_embeddings()) is torch.nn.Linear
+    assert Engine(tiny_base).dtype == "float32"
+    prompt = [agent_messages("Should I lend money to my brother?")]
+    assert own.generate(prompt, max_new_tokens=8) == Engine(base).generate(prompt, max_new_tokens=8)
