@@ -170,6 +170,7 @@ def test_cli_promote(tmp_path):
 def test_predictor_reports_the_served_run_and_refuses_a_half_promoted_channel(tmp_path, monkeypatch):
     """SharedBackend (what every predictor loads) takes the run id from the channel's record (V2 `versions`)."""
     import asyncio
+    from types import SimpleNamespace
 
     import cmva.engine
     import cmva.rewards
@@ -178,7 +179,7 @@ def test_predictor_reports_the_served_run_and_refuses_a_half_promoted_channel(tm
     from cmva.serving.predictors import SharedBackend
     from cmva.serving.release import backend_versions
 
-    monkeypatch.setattr(cmva.engine, "Engine", lambda base, adapters, **kw: ("engine", base, adapters))
+    monkeypatch.setattr(cmva.engine, "Engine", lambda base, adapters, **kw: SimpleNamespace(dtype="float32"))
     monkeypatch.setattr(cmva.rewards.RewardModel, "load", classmethod(lambda cls, path: "rewards"))
     monkeypatch.setattr(cmva.serving.batcher, "MicroBatcher", lambda engine, **kw: "batcher")
     store = str(tmp_path / "serving")
