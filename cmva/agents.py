@@ -126,6 +126,7 @@ def train_agent(
     from trl import RLOOTrainer
 
     from cmva import sampling
+    from cmva.label_scoring import score_labelled_positions_only
     from cmva.models import load_causal_lm, load_tokenizer
     from cmva.prompts import agent_messages
     from cmva.rewards import RewardModel, repetition_reward, reward_function
@@ -137,6 +138,7 @@ def train_agent(
         questions = questions[: cfg.max_prompts]
     if not questions:
         raise ValueError("no training questions for the agent")
+    score_labelled_positions_only()  # log-probabilities of the completion tokens only, not the prompt's
     reward_model = RewardModel.load(rewards_path)
     dataset = Dataset.from_list([{"prompt": agent_messages(q)} for q in questions])
     tok = load_tokenizer(base_path)
