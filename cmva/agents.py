@@ -49,8 +49,13 @@ def device_kwargs(extra: dict) -> dict:
 
 
 def trainer_kwargs(seed: int, extra: dict) -> dict:
-    """Settings every cmva trainer shares: per-step logs kept in memory, no checkpoints, device + recipe extras."""
-    return {"logging_steps": 1, "save_strategy": "no", "report_to": [], "seed": seed, **device_kwargs(extra), **extra}
+    """Settings every cmva trainer shares: per-step logs kept in memory, no checkpoints, device + recipe extras.
+
+    Gradient checkpointing is off unless `extra` turns it on (TRL's SFT and RLOO defaults are on): it disables the KV
+    cache in RLOO's generation (quadratic decode), and the 135M model's activations fit easily without it.
+    """
+    fixed = {"logging_steps": 1, "save_strategy": "no", "report_to": [], "seed": seed, "gradient_checkpointing": False}
+    return {**fixed, **device_kwargs(extra), **extra}
 
 
 def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0, world: int | None = None):
@@ -69,8 +74,7 @@ def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0, world: int | None =
         )
     if cfg.beta <= 0:
         raise ValueError("agent.beta must be > 0: moral agents keep a KL penalty to the PT model (the paper's setup)")
-    extra = {k: v for k, v in cfg.extra.items() if k != "gradient_checkpointing"}
-    accum = extra.get("gradient_accumulation_steps", 1)
+    accum = cfg.extra.get("gradient_accumulation_steps", 1)
     field = "agent.per_device_train_batch_size"
     per_device = per_device_batch(cfg.per_device_train_batch_size * accum, accum, field, world)
     fields = dict(
@@ -86,17 +90,15 @@ def rloo_config(cfg: AgentCfg, out_dir: Path, seed: int = 0, world: int | None =
     )
     if cfg.repetition_weight:
         fields["reward_weights"] = [1.0, cfg.repetition_weight]  # reward_funcs: the value's, repetition_reward
-    if clash := sorted(set(fields) & set(extra)):
+    if clash := sorted(set(fields) & set(cfg.extra)):
         raise ValueError(
             f"set agent.{clash[0]} itself, not agent.extra.{clash[0]}: it is one of the agent's own fields"
         )
     return RLOOConfig(
         output_dir=str(out_dir / "trainer"),
         disable_tqdm=False,
-        # Checkpointing disables the KV cache in generation (quadratic decode); small models do not need it.
-        gradient_checkpointing=cfg.extra.get("gradient_checkpointing", False),
         **fields,
-        **trainer_kwargs(seed, extra),
+        **trainer_kwargs(seed, cfg.extra),
     )
 
 

@@ -101,11 +101,8 @@ def train_aggregator(
 
 def sft_config(cfg: AggregatorCfg, out: Path, seed: int = 0, world: int | None = None):
     """The trl.SFTConfig of the aggregator: the recipe's global batch split over `world` processes (default: this
-    launch's), cross-entropy on the answer tokens only.
-
-    Gradient checkpointing is off unless `extra` turns it on (TRL's SFT default is on): at 8 rows of ≈ 330 tokens the
-    135M model's activations fit easily, and recomputing them cost 17 % of a step here (52 → 44 s, same losses).
-    """
+    launch's), cross-entropy on the answer tokens only, without gradient checkpointing unless `extra` asks for it
+    (`cmva.agents.trainer_kwargs`)."""
     from trl import SFTConfig
 
     from cmva.agents import trainer_kwargs
@@ -121,8 +118,7 @@ def sft_config(cfg: AggregatorCfg, out: Path, seed: int = 0, world: int | None =
         gradient_accumulation_steps=accum,
         max_length=cfg.max_length,
         completion_only_loss=True,  # cross-entropy on the target answer only
-        gradient_checkpointing=cfg.extra.get("gradient_checkpointing", False),
-        **trainer_kwargs(seed, {k: v for k, v in cfg.extra.items() if k != "gradient_checkpointing"}),
+        **trainer_kwargs(seed, cfg.extra),
     )
 
 
